@@ -1,0 +1,1 @@
+"""podvisor: a systemd-integrated pod supervisor."""
