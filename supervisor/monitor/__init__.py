@@ -1,1 +1,8 @@
-"""podvisor-conmon: a conmon 2.1.6 compatible container monitor."""
+"""podvisor-conmon: a conmon 2.1.6 compatible container monitor.
+
+podman probes `<monitor> --version` and only accepts `conmon version X.Y.Z` >= 2.0.1;
+anything else makes it fall back to /usr/bin/conmon silently.
+"""
+
+VERSION = "0.1.0"
+VERSION_TEXT = f"conmon version 2.1.6\ncommit: podvisor-conmon {VERSION}\n"

@@ -1,0 +1,48 @@
+"""The monitor's own diagnostics, in conmon's `[conmon:X]` format.
+
+Before the monitor detaches they reach podman's stderr (so podman can show them);
+afterwards stderr is /dev/null and `--syslog` also sends them to syslog.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+_use_syslog = False
+_ident = "conmon"
+
+
+def enable_syslog(cid: str, tag: str | None) -> None:
+    global _use_syslog, _ident
+    import syslog
+
+    _use_syslog = True
+    _ident = f"conmon {(cid + (': ' + tag if tag else ''))[:20]}"
+    syslog.openlog(_ident, 0, syslog.LOG_DAEMON)
+
+
+def _emit(level: str, msg: str, colon: bool) -> None:
+    try:
+        sys.stderr.write(f"[conmon:{level}]{':' if colon else ''} {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    if _use_syslog:
+        import syslog
+
+        prio = {"e": syslog.LOG_ERR, "w": syslog.LOG_WARNING}.get(level, syslog.LOG_INFO)
+        syslog.syslog(prio, msg)
+
+
+def die(msg: str, colon: bool = True) -> NoReturn:
+    _emit("e", msg, colon)
+    raise SystemExit(1)
+
+
+def warn(msg: str) -> None:
+    _emit("w", msg, True)
+
+
+def strerror(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)

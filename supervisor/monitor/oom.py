@@ -1,0 +1,126 @@
+"""OOM watching for the container's memory cgroup, without polling.
+
+cgroup v1: an eventfd registered for memory.oom_control through cgroup.event_control; it
+also fires when the cgroup is removed, so a wake-up only counts as an OOM if the kernel's
+oom_kill counter in memory.oom_control moved. cgroup v2: inotify on memory.events,
+comparing the oom_kill counter with the value at start.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .loop import READ, Loop
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+def _cgroup_paths(pid: int) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in ctrls.split(",") if ctrls else [""]:
+                paths[c] = path
+    return paths
+
+
+def _is_cgroup2() -> bool:
+    # the unified layout mounts cgroup2 at /sys/fs/cgroup itself; the hybrid one a tmpfs
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if parts[1] == CGROUP_ROOT:
+                    return parts[2] == "cgroup2"
+    except OSError:
+        pass
+    return False
+
+
+def _read_counter(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                k, _, v = line.partition(" ")
+                if k == key:
+                    return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class OomWatcher:
+    def __init__(self, loop: Loop, pid: int, on_oom: Callable[[], None] | None = None) -> None:
+        self.loop = loop
+        self.on_oom = on_oom
+        self.oomed = False
+        self.fds: list[int] = []
+        paths = _cgroup_paths(pid)
+        if _is_cgroup2():
+            self._setup_v2(CGROUP_ROOT + paths.get("", "/"))
+        else:
+            self._setup_v1(os.path.join(CGROUP_ROOT, "memory") + paths["memory"])
+
+    # cgroup v1 ---------------------------------------------------------------------------
+    def _setup_v1(self, cg: str) -> None:
+        self.v1_dir = cg
+        self.events_file = os.path.join(cg, "memory.oom_control")
+        ctl = os.open(self.events_file, os.O_RDONLY | os.O_CLOEXEC)
+        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.fds += [ctl, efd]
+        self.start_kills = _read_counter(self.events_file, "oom_kill")
+        with open(os.path.join(cg, "cgroup.event_control"), "w") as f:
+            f.write(f"{efd} {ctl}")
+        self.efd = efd
+        self.loop.add(efd, READ, self._on_v1_event)
+
+    def _on_v1_event(self, ev: int) -> None:
+        try:
+            os.eventfd_read(self.efd)
+        except BlockingIOError:
+            return
+        # the eventfd also fires when the cgroup is removed: only the counter says OOM
+        self._check_counter()
+        if not os.path.exists(self.events_file):
+            self.loop.remove(self.efd)
+
+    # cgroup v2 ---------------------------------------------------------------------------
+    def _setup_v2(self, cg: str) -> None:
+        from .inotify import Inotify, IN_MODIFY
+
+        self.events_file = os.path.join(cg, "memory.events")
+        self.start_kills = _read_counter(self.events_file, "oom_kill")
+        self.inotify = Inotify()
+        self.inotify.add_watch(self.events_file, IN_MODIFY)
+        self.fds.append(self.inotify.fd)
+        self.loop.add(self.inotify.fd, READ, self._on_v2_event)
+
+    def _on_v2_event(self, ev: int) -> None:
+        self.inotify.read_events()
+        self._check_counter()
+
+    def _check_counter(self) -> None:
+        if _read_counter(self.events_file, "oom_kill") > self.start_kills:
+            self._oom()
+
+    # -------------------------------------------------------------------------------------
+    def _oom(self) -> None:
+        if not self.oomed:
+            self.oomed = True
+            if self.on_oom is not None:
+                self.on_oom()
+
+    def final_check(self) -> bool:
+        """Once more at exit: the counter may have moved after the last wake-up."""
+        if not self.oomed:
+            self._check_counter()
+        for fd in self.fds:
+            self.loop.remove(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        return self.oomed

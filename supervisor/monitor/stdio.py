@@ -1,0 +1,125 @@
+"""The container's stdio: output pipes (or the pty master) read in big chunks, and stdin
+fed from attach clients without ever blocking the loop."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import Callable
+
+from .loop import READ, WRITE, Loop
+
+READ_MAX = 1 << 20
+PIPE_SIZE = 1 << 20
+
+
+def make_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        # fewer, larger reads: a bigger pipe lets a fast writer fill more per wake-up
+        fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    return r, w
+
+
+class Output:
+    """One output fd: every chunk goes to `sink(stream, data)`; EOF (or EIO from a pty
+    whose last slave closed) calls `on_eof`."""
+
+    def __init__(self, loop: Loop, fd: int, stream: int,
+                 sink: Callable[[int, bytes], None], on_eof: Callable[[], None]) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.stream = stream
+        self.sink = sink
+        self.on_eof = on_eof
+        self.eof = False
+        os.set_blocking(fd, False)
+        loop.add(fd, READ, self._on_event)
+
+    def _on_event(self, ev: int) -> None:
+        self.read_once()
+
+    def read_once(self) -> bool:
+        """Read one chunk; False once nothing is available right now (or ever again)."""
+        if self.eof:
+            return False
+        try:
+            data = os.read(self.fd, READ_MAX)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:
+            self.eof = True
+            self.loop.remove(self.fd)
+            self.on_eof()
+            return False
+        self.sink(self.stream, data)
+        return True
+
+    def drain(self) -> None:
+        while self.read_once():
+            pass
+
+    def close(self) -> None:
+        self.loop.remove(self.fd)
+        os.close(self.fd)
+
+
+class Stdin:
+    """The container's stdin (a pipe's write end, or a dup of the pty master)."""
+
+    HIGH_WATER = 1 << 20
+
+    def __init__(self, loop: Loop, fd: int, on_backpressure: Callable[[bool], None]) -> None:
+        self.loop = loop
+        self.fd: int | None = fd
+        self.buf = bytearray()
+        self.close_when_drained = False
+        self.on_backpressure = on_backpressure
+        os.set_blocking(fd, False)
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        self.buf += data
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.fd is not None
+        while self.buf:
+            try:
+                n = os.write(self.fd, self.buf)
+            except BlockingIOError:
+                break
+            except OSError:  # the reader is gone: nothing will ever take this input
+                self.buf.clear()
+                self.close()
+                return
+            del self.buf[:n]
+        pending = bool(self.buf)
+        if pending and not self.loop.watching(self.fd):
+            self.loop.add(self.fd, WRITE, lambda ev: self._flush())
+        elif not pending and self.loop.watching(self.fd):
+            self.loop.remove(self.fd)
+        self.on_backpressure(len(self.buf) >= self.HIGH_WATER)
+        if not pending and self.close_when_drained:
+            self.close()
+
+    def close_after_flush(self) -> None:
+        if self.buf:
+            self.close_when_drained = True
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is None:
+            return
+        self.loop.remove(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        self.on_backpressure(False)
