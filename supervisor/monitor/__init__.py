@@ -1,8 +1,10 @@
 """podvisor-conmon: a conmon 2.1.6 compatible container monitor.
 
 podman probes `<monitor> --version` and only accepts `conmon version X.Y.Z` >= 2.0.1;
-anything else makes it fall back to /usr/bin/conmon silently.
+anything else makes it fall back to /usr/bin/conmon silently. bin/podvisor-conmon prints the
+same text without starting Python (a test keeps the two equal).
 """
 
-VERSION = "0.1.0"
+from .. import __version__ as VERSION
+
 VERSION_TEXT = f"conmon version 2.1.6\ncommit: podvisor-conmon {VERSION}\n"

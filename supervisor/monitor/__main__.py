@@ -1,4 +1,5 @@
-"""Entry point of `podvisor-conmon`."""
+"""Entry point of `podvisor-conmon` (started by bin/podvisor-conmon)."""
+import os
 import sys
 
 
@@ -12,7 +13,11 @@ def main() -> int:
         return 0
     from .main import run
 
-    return run(argv)
+    code = run(argv)
+    # the container is gone and the exit command done: skip the interpreter's teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import select
 import socket
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import warn
 from .loop import READ, WRITE, Loop

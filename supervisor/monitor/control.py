@@ -8,7 +8,7 @@ it hang up and spin the loop.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import warn
 from .loop import READ, Loop

@@ -8,7 +8,7 @@ comparing the oom_kill counter with the value at start.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from .loop import READ, Loop
 

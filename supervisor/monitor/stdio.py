@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from .loop import READ, WRITE, Loop
 
