@@ -206,17 +206,18 @@ def _rotate_count(arg: int | None) -> int:
 
 
 def _join_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
-    """GLib takes the word after an option verbatim even if it starts with '-' (podman passes
-    `--runtime-arg --log-format=json`); argparse would not, so glue such pairs together."""
-    takes_value = {s for a in parser._actions if a.option_strings and a.nargs is None
-                   for s in a.option_strings}
+    """GLib takes the word after an option verbatim, even if it is empty or starts with '-'
+    (podman passes `--runtime-arg --log-format=json`); argparse would not, so glue each such
+    pair into `--long-name=value`."""
+    long_name = {s: next(o for o in a.option_strings if o.startswith("--"))
+                 for a in parser._actions if a.option_strings and a.nargs is None
+                 for s in a.option_strings}
     out: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in takes_value and i + 1 < len(argv):
-            nxt = argv[i + 1]
-            out.append(f"{arg}={nxt}" if arg.startswith("--") else arg + nxt)
+        if arg in long_name and i + 1 < len(argv):
+            out.append(f"{long_name[arg]}={argv[i + 1]}")
             i += 2
             continue
         out.append(arg)
@@ -226,7 +227,10 @@ def _join_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
 
 def parse(argv: list[str]) -> Options:
     parser = _build_parser()
-    ns = parser.parse_args(_join_values(parser, argv))
+    ns, unknown = parser.parse_known_args(_join_values(parser, argv))
+    for word in unknown:
+        if word.startswith("-"):
+            parser.error(f"Unknown option {word.split('=', 1)[0]}")
     if not ns.cid:
         sys.stderr.write("conmon: Container ID not provided. Use --cid\n")
         raise SystemExit(1)
