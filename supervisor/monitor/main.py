@@ -339,7 +339,7 @@ class Monitor:
             try:
                 from .oom import OomWatcher
 
-                self.oom = OomWatcher(self.loop, self.container_pid)
+                self.oom = OomWatcher(self.loop, self.container_pid, self._on_oom)
             except (ImportError, OSError) as e:
                 warn(f"OOM monitoring unavailable: {e}")
         if opts.timeout > 0:
@@ -348,6 +348,16 @@ class Monitor:
         self.loop.run(lambda: self.container_status is not None
                       and (not wait_eof or all(o.eof for o in self.outputs)))
         return self._finish()
+
+    def _on_oom(self) -> None:
+        """Say it where systemd users look: the unit's status line and the journal."""
+        who = self.opts.name or self.opts.cid[:12]
+        text = f"container {who} ({self.opts.cid[:12]}) was killed by the OOM killer"
+        if self.notify is not None:
+            self.notify.send(f"STATUS={text}".encode())
+        from .logs.journald import send_event
+
+        send_event(text, self.opts.cid, self.opts.name)
 
     def _output(self, stream: int, data: bytes) -> None:
         self.sinks.write(stream, data)

@@ -81,3 +81,21 @@ class JournaldLog:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def send_event(message: str, cid: str, name: str | None, priority: int = 3,
+               path: str = JOURNAL_SOCKET) -> bool:
+    """One journal entry from the monitor itself (e.g. an OOM kill). It names the container
+    but has no CONTAINER_ID_FULL, so podman's journald log reader doesn't take it for output."""
+    fields = [_field(b"MESSAGE", message.encode()), b"PRIORITY=%d\n" % priority,
+              _field(b"SYSLOG_IDENTIFIER", b"podvisor-conmon"),
+              _field(b"CONTAINER_ID", cid[:12].encode()),
+              _field(b"PODVISOR_CONTAINER_ID", cid.encode())]
+    if name:
+        fields.append(_field(b"CONTAINER_NAME", name.encode()))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(b"".join(fields), path)
+        return True
+    except OSError:
+        return False  # no journald here (PID 1 is not systemd)
