@@ -175,12 +175,22 @@ class Monitor:
                 self.runtime_status = code
             elif pid == self.container_pid:
                 self.container_status = code
-            else:
+            elif not self.container_pid:
+                # the container may exit before we have read its pid from the pid file
                 self.exited[pid] = code
 
     # ---- run --------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            child_fds = self._prepare()
+        except Exception as e:  # noqa: BLE001 - podman shows this message to the user
+            self._fail(f"podvisor-conmon: setting up the container's monitor failed: {e}".encode())
+            return 1
+        return self._start_runtime(*child_fds)
+
+    def _prepare(self) -> tuple[int, int, int, int, int, int]:
+        """Everything before the runtime starts: stdio plumbing, attach socket, FIFOs."""
         opts = self.opts
         self._detach()
         self._signals()
@@ -211,7 +221,11 @@ class Monitor:
             self._make_attach_and_control()
         if self.attach_pipe is not None:
             syncpipe.send(self.attach_pipe, 0)
+        return child_in, child_out, child_err, null, out_r, err_r
 
+    def _start_runtime(self, child_in: int, child_out: int, child_err: int, null: int,
+                       out_r: int, err_r: int) -> int:
+        opts = self.opts
         argv = build_argv(opts, self.console.path if self.console else None)
         self.runtime_pid = spawn(opts, argv, child_in, child_out, child_err, self.start_fd,
                                  [signal.SIGCHLD, signal.SIGUSR1, *FORWARDED_SIGNALS])
