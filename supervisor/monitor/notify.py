@@ -49,15 +49,20 @@ class NotifyProxy:
             del os.environ["NOTIFY_SOCKET"]  # never leak it to the runtime or the container
         d = os.path.join(bundle, "notify")
         os.makedirs(d, mode=0o755, exist_ok=True)
-        self.path = os.path.join(d, "notify.sock")
+        self.dir_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            os.unlink(self.path)
+            os.unlink("notify.sock", dir_fd=self.dir_fd)
         except FileNotFoundError:
             pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
                                   | socket.SOCK_NONBLOCK)
-        self.sock.bind(self.path)
-        os.chmod(self.path, 0o777)  # any user in the container may notify
+        # through the directory fd: bundle paths easily exceed sun_path's 108 bytes
+        self.path = f"/proc/self/fd/{self.dir_fd}/notify.sock"
+        old = os.umask(0)  # any user in the container may notify: the socket is 0777
+        try:
+            self.sock.bind(self.path)
+        finally:
+            os.umask(old)
         loop.add(self.sock.fileno(), READ, self._on_event)
         self.forwarded = 0
         self.dropped = 0
@@ -98,6 +103,7 @@ class NotifyProxy:
         self.loop.remove(self.sock.fileno())
         self.sock.close()
         try:
-            os.unlink(self.path)
+            os.unlink("notify.sock", dir_fd=self.dir_fd)
         except OSError:
             pass
+        os.close(self.dir_fd)
