@@ -170,16 +170,21 @@ class Status:
 
 
 def default_conmon_path() -> str:
-    """Our monitor from the running venv; the overlay shows the venv at the same path inside,
-    unless it lives somewhere the sandbox mounts over (a venv in /tmp is invisible in there)."""
+    """Our monitor from the running venv (the overlay shows it at the same path inside;
+    where the sandbox mounts over it, e.g. a checkout under /tmp, venv_binds() binds it in)."""
     ours = Path(sys.executable).parent / "podvisor-conmon"  # no resolve(): venv bin/ is a symlink farm
     if not os.access(ours, os.X_OK):
-        return FALLBACK_CONMON
-    if not visible_inside(ours):
-        log.warning("%s is hidden inside the sandbox (fresh %s there); using %s",
-                    ours, next(h for h in HIDDEN_INSIDE if ours.is_relative_to(h)), FALLBACK_CONMON)
+        log.warning("%s not found; the sandbox uses %s", ours, FALLBACK_CONMON)
         return FALLBACK_CONMON
     return str(ours)
+
+
+def venv_binds() -> tuple[Bind, ...]:
+    """A read-only bind of the running venv when the sandbox would hide it."""
+    prefix = Path(sys.prefix)
+    if visible_inside(prefix):
+        return ()
+    return (Bind(prefix, prefix, readonly=True),)
 
 
 def visible_inside(path: Path) -> bool:
@@ -620,7 +625,7 @@ class Sandbox:
                 "--tmpfs=/sys/fs/cgroup:mode=755",
                 f"--bind={self.storage_dir}:{INNER_STORAGE}"]
         argv += [f"--bind={cg.path}:{cg.target}" for cg in cgroups if cg.target]
-        argv += [b.nspawn_option() for b in self.config.binds]
+        argv += [b.nspawn_option() for b in (*venv_binds(), *self.config.binds)]
         return argv
 
     def _launch(self, state: SandboxState, nspawn: str, root: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Bind, Sandbox, SandboxConfig, SandboxError, default_conmon_path, plan_cgroups
+from supervisor.sandbox import Bind, Sandbox, SandboxConfig, SandboxError, default_conmon_path, venv_binds, plan_cgroups
 
 
 def needs_sandbox(test: Callable[..., None]) -> Callable[..., None]:
@@ -425,4 +425,9 @@ def test_default_conmon_is_ours_when_the_venv_has_it_and_it_is_visible_inside(
         hidden.write_text("#!/bin/sh\n")
         hidden.chmod(0o755)
         monkeypatch.setattr("sys.executable", str(Path(tmp, "python")))
-        assert default_conmon_path() == "/usr/bin/conmon"
+        monkeypatch.setattr("sys.prefix", tmp)
+        # still ours: the venv gets bound in read-only, rather than testing the wrong monitor
+        assert default_conmon_path() == str(hidden)
+        assert venv_binds() == (Bind(Path(tmp), Path(tmp), readonly=True),)
+    monkeypatch.setattr("sys.prefix", "/var/tmp/some-venv")
+    assert venv_binds() == ()
