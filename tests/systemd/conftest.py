@@ -1,0 +1,82 @@
+"""One real systemd (a throwaway nspawn sandbox) shared by the tests in this directory.
+
+Its containers.conf points podman at the venv's podvisor-conmon; the busybox image and the
+static sd-notify tool are put in once per session."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.sandbox import Sandbox, SandboxConfig
+from supervisor.testenv import BUSYBOX_IMAGE, ensure_busybox_image
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+OURS = str(Path(sys.executable).parent / "podvisor-conmon")
+
+
+class SandboxPodman:
+    """Just enough of PodmanEnv (run) to import images into the sandbox's podman."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+
+    def run(self, *args: str, check: bool = True, input: bytes | str | None = None,
+            timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        argv, env = self.sb.command(["podman", *args])
+        data = input.encode() if isinstance(input, str) else input
+        proc = subprocess.run(argv, env=env, input=data, capture_output=True, timeout=timeout,
+                              stdin=None if data is not None else subprocess.DEVNULL)
+        if check and proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, args, proc.stdout, proc.stderr)
+        return proc
+
+
+@pytest.fixture(scope="session")
+def sd_notify_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/tools/sd-notify.c, built statically under /var/tmp (visible inside the sandbox)."""
+    out = Path("/var/tmp") / f"pvt-tools-{uuid.uuid4().hex[:8]}"
+    out.mkdir()
+    binary = out / "sd-notify"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(binary), str(TOOLS / "sd-notify.c")],
+                   check=True)
+    yield binary
+    subprocess.run(["rm", "-rf", str(out)], check=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox(sd_notify_tool: Path) -> Iterator[Sandbox]:
+    if not Path(OURS).exists():
+        pytest.skip(f"{OURS} is not installed (run scripts/install.sh)")
+    sb = Sandbox(SandboxConfig(name=f"pvt-sd-{uuid.uuid4().hex[:6]}", conmon_path=OURS))
+    sb.start()
+    try:
+        ensure_busybox_image(SandboxPodman(sb))  # type: ignore[arg-type]
+        yield sb
+    finally:
+        sb.stop()
+
+
+def sh(sb: Sandbox, script: str, *, check: bool = True, timeout: float = 60,
+       input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a shell script inside the sandbox."""
+    res = sb.run(["sh", "-c", script], input=input, timeout=timeout)
+    if check and res.returncode:
+        raise AssertionError(f"in sandbox: {script!r} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def install_unit(sb: Sandbox, name: str, text: str) -> None:
+    sh(sb, f"cat > /etc/systemd/system/{name} && systemctl daemon-reload", input=text)
+
+
+def unit_props(sb: Sandbox, unit: str, *props: str) -> dict[str, str]:
+    out = sh(sb, f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+IMAGE = BUSYBOX_IMAGE
