@@ -83,7 +83,7 @@ def open_drivers(opts: Options) -> LogSinks:
 
             seen_k8s = needs_ts = True
             drivers.append(K8sFileLog(target.path, opts.log_size_max, opts.log_rotate_count,
-                                      opts.log_global_size_max))
+                                      opts.log_global_size_max, (opts.cid, opts.name)))
         elif target.driver == "journald" and not any(
             type(d).__name__ == "JournaldLog" for d in drivers
         ):

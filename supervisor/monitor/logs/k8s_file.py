@@ -64,8 +64,10 @@ def _open(path: str) -> int:
 
 
 class K8sFileLog:
-    def __init__(self, path: str, size_max: int, rotate_count: int, global_max: int) -> None:
+    def __init__(self, path: str, size_max: int, rotate_count: int, global_max: int,
+                 owner: tuple[str, str | None] = ("", None)) -> None:
         self.path = path
+        self.owner = owner  # (container id, name): who the loss reports are about
         try:
             self.fd = _open(path)
         except OSError as e:
@@ -96,21 +98,37 @@ class K8sFileLog:
             self._write(blob)
 
     def _write(self, blob: bytes) -> None:
+        start = self.size
         view = memoryview(blob)
         while view:
             try:
                 n = os.write(self.fd, view)
             except OSError as e:
-                # disk full & co: keep the container running, report once, retry next record
+                # disk full & co: keep the container running, report once, retry next time;
+                # never leave half a record behind for podman's reader to trip over
+                if self.size != start:
+                    try:
+                        os.ftruncate(self.fd, start)
+                        self.size = start
+                    except OSError:
+                        pass
                 if self._failing is None:
                     self._failing = strerror(e)
-                    warn(f"log file {self.path}: {self._failing}; dropping log output until it recovers")
+                    self._report(f"log file {self.path}: {self._failing}; "
+                                 "dropping log output until it recovers")
                 return
             self.size += n
             view = view[n:]
         if self._failing is not None:
-            warn(f"log file {self.path}: writing again after: {self._failing}")
+            self._report(f"log file {self.path}: writing again after: {self._failing}")
             self._failing = None
+
+    def _report(self, text: str) -> None:
+        """Once per failure and once per recovery, never per line."""
+        from .journald import send_event
+
+        warn(text)
+        send_event(text, self.owner[0], self.owner[1], priority=4)
 
     def rotate(self) -> None:
         try:
