@@ -1,0 +1,129 @@
+"""Shared fixtures: one private podman store per session, one env per monitor.
+
+The `monitor` fixture is parametrized over `conmon` (/usr/bin/conmon, the reference) and `podvisor`
+(our podvisor-conmon), so every integration test asserts the same observable truth on both.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
+
+CONMON = "/usr/bin/conmon"
+DEFAULT_TIMEOUT = 120  # seconds per test, unless a test sets its own
+
+
+@functools.cache
+def podvisor_conmon() -> tuple[str | None, str]:
+    """(path, "") for a usable podvisor-conmon, or (None, why it is not usable)."""
+    beside = Path(sys.executable).parent / "podvisor-conmon"  # this tree's venv runs pytest
+    path = (os.environ.get("PODVISOR_CONMON") or (str(beside) if beside.exists() else None)
+            or shutil.which("podvisor-conmon"))
+    if not path:
+        return None, "podvisor-conmon not found (set PODVISOR_CONMON or install the venv)"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30,
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{path} --version failed: {e}"
+    # podman's own probe: anything else makes it fall back to /usr/bin/conmon silently
+    m = re.match(r"conmon version (\d+)\.(\d+)\.(\d+)", out.stdout)
+    if out.returncode != 0 or not m or tuple(map(int, m.groups())) < (2, 0, 1):
+        why = (out.stdout + out.stderr).strip().splitlines()[-1:] or ["no output"]
+        return None, f"{path} --version is not 'conmon version >= 2.0.1' (rc {out.returncode}: {why[0]})"
+    return str(Path(path).absolute()), ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A hung test fails on its own instead of stalling the run; @pytest.mark.timeout overrides."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def store() -> Iterator[Path]:
+    """A session-wide directory holding the shared podman storage and one dir per monitor."""
+    base = Path(tempfile.mkdtemp(prefix="pvt-", dir="/var/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def envs(store: Path) -> Iterator[dict[str, PodmanEnv]]:
+    """Lazily created PodmanEnv per monitor id, all sharing one image store; torn down at the end."""
+    made: dict[str, PodmanEnv] = {}
+    yield made
+    for env in made.values():
+        env.remove_all()
+    if made:
+        next(iter(made.values())).cleanup(storage=True)
+    leftovers = _pids_mentioning(str(store))
+    assert not leftovers, f"processes still using the test store: {leftovers}"
+
+
+def _pids_mentioning(text: str) -> list[str]:
+    """Live (non-zombie) processes whose command line mentions `text`."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if text.encode() in (d / "cmdline").read_bytes():
+                found.append(f"{d.name}: {(d / 'cmdline').read_bytes()[:200]!r}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(params=["conmon", "podvisor"])
+def monitor(request: pytest.FixtureRequest) -> str:
+    """Path of the monitor under test; the podvisor param is skipped while it cannot run."""
+    if request.param == "conmon":
+        return CONMON
+    path, why = podvisor_conmon()
+    if path is None:
+        pytest.skip(why)
+    return path
+
+
+@pytest.fixture(scope="session")
+def podman_for(store: Path, envs: dict[str, PodmanEnv]) -> Callable[[str, str], PodmanEnv]:
+    """A function (key, monitor path) -> PodmanEnv sharing the session's store, made once per key."""
+    def get(key: str, monitor: str) -> PodmanEnv:
+        if key not in envs:
+            storage = store / "storage"
+            envs[key] = make_env(store / key, monitor, root=storage / "root",
+                                 runroot=storage / "run", tmpdir=storage / "tmp")
+            ensure_busybox_image(envs[key])
+        return envs[key]
+    return get
+
+
+@pytest.fixture
+def podman(monitor: str, podman_for: Callable[[str, str], PodmanEnv]) -> Iterator[PodmanEnv]:
+    """A PodmanEnv using `monitor`; every container and pod is force-removed afterwards."""
+    env = podman_for("conmon" if monitor == CONMON else "podvisor", monitor)
+    # The guard against podman's silent fallback to /usr/bin/conmon (see helpers.assert_monitored).
+    used = env.run("info", "--format", "{{.Host.Conmon.Path}}").stdout.strip()
+    assert used == monitor, f"podman uses {used!r}, not {monitor!r}"
+    yield env
+    env.remove_all()
+    left = env.run("ps", "--all", "--quiet").stdout.split()
+    assert not left, f"containers left behind: {left}"
+
+
+@pytest.fixture
+def image(podman: PodmanEnv) -> str:
+    """The busybox test image (imported when the env was made)."""
+    return BUSYBOX_IMAGE
