@@ -6,15 +6,21 @@ import os
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 
 _libc: ctypes.CDLL | None = None
 
 
-def _prctl(option: int, arg: int) -> None:
+def _c() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0) != 0:
+    return _libc
+
+
+def _prctl(option: int, arg: int) -> None:
+    if _c().prctl(option, ctypes.c_ulong(arg), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -34,3 +40,11 @@ def set_oom_score_adj(value: int) -> None:
             f.write(str(value))
     except OSError:
         pass
+
+
+def keep_io_buffers_in_heap(mmap_threshold: int, trim_threshold: int) -> None:
+    """Serve the output path's big buffers from the heap and keep them there: by default
+    glibc mmaps each one and unmaps it on free, and the page faults of touching fresh
+    pages cost more CPU than formatting the log (0.57 s vs 0.17 s per 200 MB measured)."""
+    _c().mallopt(M_MMAP_THRESHOLD, mmap_threshold)
+    _c().mallopt(M_TRIM_THRESHOLD, trim_threshold)

@@ -18,6 +18,10 @@ from .loop import READ, Loop
 from .process import exit_status, open_fds, run_exit_command
 from .runtime import build_argv, spawn
 
+# used after the fork, imported before it: the first process's start-up can overlap podman's
+# own work before the start byte, while the monitor's is on the critical path
+from . import attach, control, stdio  # noqa: E402,F401
+
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ATTACH_STDOUT = 2
 ATTACH_STDERR = 3
@@ -340,8 +344,10 @@ class Monitor:
         syncpipe.send(self.sync_fd, self.container_pid)
 
         # 2. the container runs: pump its output, watch its memory, honour --timeout
-        from .stdio import Output
+        from .linux import keep_io_buffers_in_heap
+        from .stdio import HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD, Output
 
+        keep_io_buffers_in_heap(HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD)
         sink = self._output
         if self.master is not None:
             self.outputs.append(Output(self.loop, self.master, STDOUT, sink, lambda: None))
