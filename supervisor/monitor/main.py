@@ -341,6 +341,15 @@ class Monitor:
                               .encode())
         if self.container_pid in self.exited:
             self.container_status = self.exited.pop(self.container_pid)
+        if not opts.exec:
+            # before podman hears the pid: it starts the container right away, and a fast
+            # OOM would otherwise land in the watcher's baseline and go unreported
+            try:
+                from .oom import OomWatcher
+
+                self.oom = OomWatcher(self.loop, self.container_pid, self._on_oom)
+            except (ImportError, OSError) as e:
+                warn(f"OOM monitoring unavailable: {e}")
         syncpipe.send(self.sync_fd, self.container_pid)
 
         # 2. the container runs: pump its output, watch its memory, honour --timeout
@@ -355,13 +364,6 @@ class Monitor:
             self.outputs.append(Output(self.loop, out_r, STDOUT, sink, lambda: None))
         if err_r >= 0:
             self.outputs.append(Output(self.loop, err_r, STDERR, sink, lambda: None))
-        if not opts.exec:
-            try:
-                from .oom import OomWatcher
-
-                self.oom = OomWatcher(self.loop, self.container_pid, self._on_oom)
-            except (ImportError, OSError) as e:
-                warn(f"OOM monitoring unavailable: {e}")
         if opts.timeout > 0:
             self.loop.call_later(opts.timeout, self._on_timeout)
         wait_eof = opts.exec and self.master is None

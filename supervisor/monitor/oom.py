@@ -1,8 +1,10 @@
 """OOM watching for the container's memory cgroup, without polling.
 
-cgroup v1: an eventfd registered for memory.oom_control through cgroup.event_control; it
-also fires when the cgroup is removed, so a wake-up only counts as an OOM if the kernel's
-oom_kill counter in memory.oom_control moved. cgroup v2: inotify on memory.events,
+cgroup v1: an eventfd registered for memory.oom_control through cgroup.event_control. It
+fires when the cgroup enters OOM - before the kernel's oom_kill counter moves - and also when
+the cgroup is removed. So a wake-up while the cgroup still exists makes an OOM candidate; at
+exit the counter decides if it can still be read, and the candidate if systemd has already
+removed the emptied scope (seen under systemd's cgroup manager). cgroup v2: inotify on memory.events,
 comparing the oom_kill counter with the value at start.
 """
 from __future__ import annotations
@@ -39,7 +41,8 @@ def _is_cgroup2() -> bool:
     return False
 
 
-def _read_counter(path: str, key: str) -> int:
+def _read_counter(path: str, key: str) -> int | None:
+    """The counter, or None when the cgroup (or the key) is gone."""
     try:
         with open(path) as f:
             for line in f:
@@ -48,7 +51,7 @@ def _read_counter(path: str, key: str) -> int:
                     return int(v)
     except (OSError, ValueError):
         pass
-    return 0
+    return None
 
 
 class OomWatcher:
@@ -56,6 +59,7 @@ class OomWatcher:
         self.loop = loop
         self.on_oom = on_oom
         self.oomed = False
+        self.candidate = False
         self.fds: list[int] = []
         paths = _cgroup_paths(pid)
         if _is_cgroup2():
@@ -70,7 +74,7 @@ class OomWatcher:
         ctl = os.open(self.events_file, os.O_RDONLY | os.O_CLOEXEC)
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.fds += [ctl, efd]
-        self.start_kills = _read_counter(self.events_file, "oom_kill")
+        self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         with open(os.path.join(cg, "cgroup.event_control"), "w") as f:
             f.write(f"{efd} {ctl}")
         self.efd = efd
@@ -81,9 +85,11 @@ class OomWatcher:
             os.eventfd_read(self.efd)
         except BlockingIOError:
             return
-        # the eventfd also fires when the cgroup is removed: only the counter says OOM
-        self._check_counter()
-        if not os.path.exists(self.events_file):
+        if self._check_counter():
+            return
+        if os.path.exists(self.events_file):
+            self.candidate = True  # entering OOM: the kill (and the counter) follow
+        else:  # the cgroup was removed: nothing more will come
             self.loop.remove(self.efd)
 
     # cgroup v2 ---------------------------------------------------------------------------
@@ -91,7 +97,7 @@ class OomWatcher:
         from .inotify import Inotify, IN_MODIFY
 
         self.events_file = os.path.join(cg, "memory.events")
-        self.start_kills = _read_counter(self.events_file, "oom_kill")
+        self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         self.inotify = Inotify()
         self.inotify.add_watch(self.events_file, IN_MODIFY)
         self.fds.append(self.inotify.fd)
@@ -101,9 +107,15 @@ class OomWatcher:
         self.inotify.read_events()
         self._check_counter()
 
-    def _check_counter(self) -> None:
-        if _read_counter(self.events_file, "oom_kill") > self.start_kills:
+    def _check_counter(self) -> bool | None:
+        """True/False: the counter moved or not; None: the cgroup is gone."""
+        kills = _read_counter(self.events_file, "oom_kill")
+        if kills is None:
+            return None
+        if kills > self.start_kills:
             self._oom()
+            return True
+        return False
 
     # -------------------------------------------------------------------------------------
     def _oom(self) -> None:
@@ -114,8 +126,8 @@ class OomWatcher:
 
     def final_check(self) -> bool:
         """Once more at exit: the counter may have moved after the last wake-up."""
-        if not self.oomed:
-            self._check_counter()
+        if not self.oomed and self._check_counter() is None and self.candidate:
+            self._oom()
         for fd in self.fds:
             self.loop.remove(fd)
             try:
