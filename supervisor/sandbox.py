@@ -505,6 +505,18 @@ class Sandbox:
             raise SandboxError(f"{' '.join(cmd)} (in sandbox): exit {res.returncode}: {res.stderr.strip()}")
         return res
 
+    def podman(self, *args: str, check: bool = True, input: bytes | str | None = None,
+               timeout: float | None = 300) -> subprocess.CompletedProcess[bytes]:
+        """`podman ARGS` inside, bytes in and out (e.g. `podman import -` of an image tar)."""
+        argv, env = self.command(["podman", *args])
+        data = input.encode() if isinstance(input, str) else input
+        res = subprocess.run(argv, env=env, input=data, capture_output=True, timeout=timeout,
+                             stdin=None if data is not None else subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise SandboxError(f"podman {' '.join(args[:3])} (in sandbox): exit {res.returncode}: "
+                               f"{res.stderr.decode(errors='replace').strip()}")
+        return res
+
     def __enter__(self) -> Sandbox:
         self.start()
         return self

@@ -11,20 +11,16 @@ No third-party imports: this module is loaded by pytest, by bench/ and by the de
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shlex
 import shutil
 import subprocess
-import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BUSYBOX_IMAGE = "localhost/podvisor-busybox:latest"
-BUSYBOX_BINARY = "/bin/busybox"  # Debian's busybox-static: no shared libraries to copy
-IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from .images import BUSYBOX_IMAGE
+
 
 # podman's host-wide defaults: a private environment must never manage these.
 _SHARED_PATHS = ("/var/lib/containers", "/run/libpod", "/run/containers", "/var/run/libpod")
@@ -192,35 +188,7 @@ lock_type = "file"
 
 
 def ensure_busybox_image(env: PodmanEnv, name: str = BUSYBOX_IMAGE) -> str:
-    """Import a busybox image made from the host's static busybox, unless already present.
+    """The busybox test image (built from the host's static busybox: no registry needed)."""
+    from .images import ensure_image
 
-    No registry is reachable here, so the rootfs is /bin/busybox plus one symlink per applet in
-    /bin, a minimal passwd/group and the directories runc expects.
-    """
-    if env.run("image", "exists", name, check=False).returncode == 0:
-        return name
-    applets = subprocess.run([BUSYBOX_BINARY, "--list"], check=True, capture_output=True,
-                             text=True).stdout.split()
-    now = int(time.time())
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(path: str, kind: bytes, mode: int, data: bytes = b"", target: str = "") -> None:
-            info = tarfile.TarInfo(path)
-            info.type, info.mode, info.mtime, info.linkname = kind, mode, now, target
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data else None)
-
-        for d in ("bin", "etc", "proc", "sys", "dev", "root", "var", "run", "home"):
-            add(d, tarfile.DIRTYPE, 0o755)
-        add("tmp", tarfile.DIRTYPE, 0o1777)
-        add("etc/passwd", tarfile.REGTYPE, 0o644,
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-        add("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\nnobody:x:65534:\n")
-        add("bin/busybox", tarfile.REGTYPE, 0o755, Path(BUSYBOX_BINARY).read_bytes())
-        for applet in applets:
-            if applet != "busybox":
-                add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, target="busybox")
-    # PATH too: `podman run` supplies a default one, `kube play` only uses the image's
-    env.run("import", "--change", "CMD=/bin/sh", "--change", f"ENV=PATH={IMAGE_PATH}", "-", name,
-            input=buf.getvalue())
-    return name
+    return ensure_image(env.run, name)

@@ -13,27 +13,10 @@ from pathlib import Path
 import pytest
 
 from supervisor.sandbox import Sandbox, SandboxConfig
-from supervisor.testenv import BUSYBOX_IMAGE, ensure_busybox_image
+from supervisor.images import BUSYBOX_IMAGE, ensure_image
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 OURS = str(Path(sys.executable).parent / "podvisor-conmon")
-
-
-class SandboxPodman:
-    """Just enough of PodmanEnv (run) to import images into the sandbox's podman."""
-
-    def __init__(self, sb: Sandbox) -> None:
-        self.sb = sb
-
-    def run(self, *args: str, check: bool = True, input: bytes | str | None = None,
-            timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
-        argv, env = self.sb.command(["podman", *args])
-        data = input.encode() if isinstance(input, str) else input
-        proc = subprocess.run(argv, env=env, input=data, capture_output=True, timeout=timeout,
-                              stdin=None if data is not None else subprocess.DEVNULL)
-        if check and proc.returncode:
-            raise subprocess.CalledProcessError(proc.returncode, args, proc.stdout, proc.stderr)
-        return proc
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +38,7 @@ def sandbox(sd_notify_tool: Path) -> Iterator[Sandbox]:
     sb = Sandbox(SandboxConfig(name=f"pvt-sd-{uuid.uuid4().hex[:6]}", conmon_path=OURS))
     sb.start()
     try:
-        ensure_busybox_image(SandboxPodman(sb))  # type: ignore[arg-type]
+        ensure_image(sb.podman, BUSYBOX_IMAGE)
         yield sb
     finally:
         sb.stop()
