@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from supervisor.generator.command import register as _add_generator
+
 if TYPE_CHECKING:
     from supervisor.sandbox import Sandbox
 
@@ -157,6 +159,7 @@ def _sandbox_status(args: argparse.Namespace) -> int:
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_sandbox,
+    _add_generator,
 )
 
 

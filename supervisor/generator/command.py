@@ -1,0 +1,224 @@
+"""The generator's `podvisor` subcommands: generate, install, uninstall, install-generator, and
+ready-probe (run by units, not people). `register(subparsers)` is what supervisor/cli.py calls;
+the work modules are imported inside the handlers so other subcommands never pay for jinja2/yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+GENERATOR_SCRIPT = Path("/etc/systemd/system-generators/podvisor-generator")
+
+
+class Failure(Exception):
+    """An expected failure: `podvisor: error: <message>`, exit status 1. (Reported here, not by
+    supervisor.cli.CommandError, so it also works when cli runs as __main__ with its own copy.)"""
+
+
+def _error(message: str) -> Exception:
+    return Failure(message)
+
+
+def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except Failure as e:
+            print(f"podvisor: error: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _warn(warnings: list[Any]) -> None:
+    for w in warnings:
+        print(f"podvisor: warning: {w}", file=sys.stderr)
+
+
+def _settings_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (default: /etc/podvisor/generator.toml, then built-in)")
+    g.add_argument("--settings", type=Path, metavar="FILE", help="settings file (TOML) instead of the default")
+    g.add_argument("--podman", metavar="PATH", help="podman executable in the units")
+    g.add_argument("--podvisor", metavar="PATH", help="podvisor executable the units run for ready-probe")
+    g.add_argument("--containers-conf", metavar="PATH", help="containers.conf the units name in CONTAINERS_CONF")
+    g.add_argument("--monitor", metavar="PATH", help="podvisor-conmon, for the containers.conf install writes")
+    g.add_argument("--podman-arg", action="append", metavar="--FLAG=VALUE",
+                   help="podman global flag for every podman call, e.g. --podman-arg=--root=/srv/containers")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .settings import SettingsError, load
+
+    try:
+        return load(args.settings, podman=args.podman, podvisor=args.podvisor, containers_conf=args.containers_conf,
+                    monitor=args.monitor,
+                    podman_global_args=tuple(args.podman_arg) if args.podman_arg else None)
+    except SettingsError as e:
+        raise _error(str(e)) from None
+
+
+def register(subparsers: Any) -> None:
+    gen = subparsers.add_parser(
+        "generate", help="write the systemd units of a pod definition to a directory",
+        description="Turn a pod definition (Kubernetes Pod/Deployment YAML, or a Quadlet-style .pod or "
+                    ".container file) into pod-NAME.service, pod-NAME@infra.service and one "
+                    "pod-NAME@CONTAINER.service per container. Nothing is written unless every check passes.")
+    gen.add_argument("file", type=Path, metavar="FILE")
+    gen.add_argument("--output", "-o", type=Path, required=True, metavar="DIR")
+    gen.add_argument("--no-verify", action="store_true", help="skip systemd-analyze verify")
+    gen.add_argument("--no-host-checks", action="store_true",
+                     help="skip the checks against this host (ports in use, images present)")
+    _settings_options(gen)
+    gen.set_defaults(handler=_generate)
+
+    inst = subparsers.add_parser(
+        "install", help="install a pod's units in /etc/systemd/system and reload systemd",
+        description="Generate, check and verify the units, write them to the unit directory (replacing an "
+                    "earlier version of the same pods), write the containers.conf if missing, daemon-reload.")
+    inst.add_argument("file", type=Path, metavar="FILE")
+    inst.add_argument("--enable", action="store_true", help="also enable pod-NAME.service (start at boot)")
+    inst.add_argument("--unit-dir", type=Path, default=None, help="default: /etc/systemd/system")
+    inst.add_argument("--no-reload", action="store_true", help="do not talk to systemd")
+    inst.add_argument("--no-verify", action="store_true", help="skip systemd-analyze verify")
+    inst.add_argument("--no-host-checks", action="store_true", help="skip the ports-in-use and image checks")
+    _settings_options(inst)
+    inst.set_defaults(handler=_install)
+
+    un = subparsers.add_parser("uninstall", help="stop, disable and remove a pod's units",
+                               description="Stop pod-NAME.service and its members, disable it, remove the "
+                                           "unit files podvisor wrote for it, reload systemd.")
+    un.add_argument("name", metavar="NAME")
+    un.add_argument("--keep-running", action="store_true", help="remove the files without stopping the units")
+    un.add_argument("--unit-dir", type=Path, default=None, help="default: /etc/systemd/system")
+    un.add_argument("--no-reload", action="store_true", help="do not talk to systemd")
+    un.set_defaults(handler=_uninstall)
+
+    ig = subparsers.add_parser("install-generator",
+                               help="install the systemd generator for /etc/containers/systemd/",
+                               description="Write a systemd generator script that turns pod definitions in "
+                                           "/etc/containers/systemd/ into units at every daemon-reload.")
+    ig.add_argument("--path", type=Path, default=GENERATOR_SCRIPT)
+    _settings_options(ig)
+    ig.set_defaults(handler=_install_generator)
+
+    probe = subparsers.add_parser("ready-probe", help="(used by units) run a container, then its readiness "
+                                                      "probe, and tell systemd when it is ready")
+    from . import probe as probe_module  # stdlib only
+
+    probe_module.add_arguments(probe)
+    probe.set_defaults(handler=probe_module.main)
+
+
+@_reporting
+def _generate(args: argparse.Namespace) -> int:
+    from . import pipeline, writer
+    from .install import InstallError, installed_units
+
+    settings = _settings(args)
+    try:
+        gen = pipeline.generate(args.file, settings, verify=not args.no_verify, host_checks=not args.no_host_checks)
+        files = gen.files()
+        stale = [n for p in gen.pods for n in installed_units(p.name, args.output) if n not in files]
+        writer.commit(args.output, files, remove=stale)
+    except (pipeline.GenerateError, InstallError) as e:
+        raise _error(str(e)) from None
+    except OSError as e:
+        raise _error(f"{args.output}: {e.strerror or e}; nothing written") from None
+    _warn(gen.warnings)
+    for name in files:
+        print(args.output / name)
+    return 0
+
+
+@_reporting
+def _install(args: argparse.Namespace) -> int:
+    from .install import UNIT_DIR, InstallError, install
+
+    settings = _settings(args)
+    try:
+        report = install(args.file, settings, unit_dir=args.unit_dir or UNIT_DIR, reload=not args.no_reload,
+                         enable=args.enable, host_checks=not args.no_host_checks, verify=not args.no_verify)
+    except InstallError as e:
+        raise _error(str(e)) from None
+    except OSError as e:
+        raise _error(f"{e}; nothing written") from None
+    _warn(report.warnings)
+    if report.conf_written:
+        print(f"wrote {settings.containers_conf}")
+    for name in report.written:
+        print(f"wrote {name}")
+    for name in report.removed:
+        print(f"removed {name}")
+    for pod in report.pods:
+        print(f"start it with: systemctl start pod-{pod}.service")
+    return 0
+
+
+@_reporting
+def _uninstall(args: argparse.Namespace) -> int:
+    from .install import UNIT_DIR, InstallError, uninstall
+
+    try:
+        removed = uninstall(args.name, unit_dir=args.unit_dir or UNIT_DIR, reload=not args.no_reload,
+                            stop=not args.keep_running)
+    except InstallError as e:
+        raise _error(str(e)) from None
+    for name in removed:
+        print(f"removed {name}")
+    return 0
+
+
+def generator_script(python: str = sys.executable) -> str:
+    """sh that runs sdgen with this Python and this copy of the package (a venv's site-packages,
+    or a source tree): the generator then makes the same units as the command that installed it."""
+    import json
+    import shlex
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {json.dumps(root)}); "
+            "from supervisor.generator.sdgen import main; sys.exit(main())")
+    return ("#!/bin/sh\n"
+            "# podvisor's systemd generator, written by `podvisor install-generator` (supervisor/generator/sdgen.py)\n"
+            f"exec {shlex.quote(python)} -I -c {shlex.quote(code)} \"$@\"\n")
+
+
+@_reporting
+def _install_generator(args: argparse.Namespace) -> int:
+    from . import writer
+    from .install import InstallError, ensure_containers_conf
+    from .settings import MARKER, SETTINGS_FILE, dumps
+
+    settings = _settings(args)
+    try:
+        # the generator may not write /etc itself, and its units name this file
+        if ensure_containers_conf(settings):
+            print(f"wrote {settings.containers_conf}")
+        # the generator has no command line: it reads these settings (ours are kept up to date)
+        conf = SETTINGS_FILE
+        ours = not conf.exists() or conf.read_text().startswith(MARKER)
+        if ours and writer.commit(conf.parent, {conf.name: dumps(settings)}):
+            print(f"wrote {conf}")
+        writer.commit(args.path.parent, {args.path.name: generator_script()}, mode=0o755)
+    except InstallError as e:
+        raise _error(str(e)) from None
+    except OSError as e:
+        raise _error(f"{args.path}: {e.strerror or e}") from None
+    print(f"wrote {args.path}; it runs at every `systemctl daemon-reload` and at boot")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m supervisor.generator.command SUBCOMMAND ...`: these subcommands without the rest
+    of the podvisor command (for units and tests that must not depend on supervisor/cli.py)."""
+    parser = argparse.ArgumentParser(prog="podvisor")
+    register(parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`podvisor ready-probe` without systemd or podman: a fake podman, a local notify socket."""
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.generator import probe
+
+FAKE_PODMAN = r"""#!/bin/sh
+# run: start a stand-in "monitor" (sleep), write the files podman would; exec: succeed once $FLAG exists
+state=$(dirname "$0")
+while [ $# -gt 0 ] && [ "${1#--}" != "$1" ]; do echo "$1" >> "$state/globals"; shift; done
+cmd=$1; shift
+case $cmd in
+run)
+    for a; do case $a in
+        --conmon-pidfile=*) pidfile=${a#*=} ;;
+        --cidfile=*) cidfile=${a#*=} ;;
+    esac; done
+    sleep 30 & echo $! > "$pidfile"; echo cid123 > "$cidfile"; exit 0 ;;
+inspect) echo $$ ;;
+exec) [ "$1" = cid123 ] || exit 125; shift; [ -e "$state/flag" ] && exit 0; echo "not yet: $*" >&2; exit 1 ;;
+esac
+exit 3
+"""
+
+
+def parse(*argv: str) -> probe.Options:
+    p = argparse.ArgumentParser()
+    probe.add_arguments(p)
+    return probe.options_from(p.parse_args(list(argv)))
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Path:
+    p = tmp_path / "podman"
+    p.write_text(FAKE_PODMAN)
+    p.chmod(0o755)
+    return p
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(tmp_path / "notify"))
+    s.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    yield s
+    s.close()
+
+
+def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    """MAINPID (the monitor) first, READY=1 only once the probe passed."""
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--period=0.2", "--exec=test",
+                 "--exec=-e", "--exec=/ready", "--", str(fake), "--root=/x", "run", f"--conmon-pidfile={tmp_path}/pid",
+                 f"--cidfile={tmp_path}/cid", "--detach", "img")
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t.start()
+    first = notify_socket.recv(4096).decode()
+    monitor = int((tmp_path / "pid").read_text())
+    assert first.startswith(f"MAINPID={monitor}\n")
+    time.sleep(0.5)
+    assert t.is_alive()  # still probing
+    (tmp_path / "flag").touch()
+    messages = []
+    while not any("READY=1" in m for m in messages):
+        messages.append(notify_socket.recv(4096).decode())
+    t.join(10)
+    assert result == [0]
+    assert any(m.startswith("STATUS=not ready, attempt 1: test: exit status 1") for m in messages)
+    assert "--root=/x" in (tmp_path / "globals").read_text().split()  # exec used the same global flags
+    os.kill(monitor, 9)
+
+
+def test_monitor_death_ends_the_wait(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--period=0.1", "--exec=false",
+                 "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t.start()
+    notify_socket.recv(4096)
+    pid = int((tmp_path / "pid").read_text())
+    os.kill(pid, 9)  # a zombie until someone reaps it: the probe must see it as gone
+    t.join(15)
+    assert result == [1]
+
+
+def test_podman_run_failure_is_the_exit_status(tmp_path: Path, notify_socket: socket.socket) -> None:
+    bad = tmp_path / "podman"
+    bad.write_text("#!/bin/sh\nexit 125\n")
+    bad.chmod(0o755)
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--tcp-socket=127.0.0.1:1", "--",
+                 str(bad), "run", "img")
+    assert probe.run(opts) == 125
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[int]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = 200 if self.path == "/ok" and self.headers.get("X-Token") == "t" else 503
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_http_and_tcp_probes(http_server: int) -> None:
+    assert probe.http_probe(f"http://127.0.0.1:{http_server}/ok", [("X-Token", "t")], 2) is None
+    assert "HTTP 503" in (probe.http_probe(f"http://127.0.0.1:{http_server}/ok", [], 2) or "")
+    assert probe.tcp_probe(f"127.0.0.1:{http_server}", 2) is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "refused" in (probe.tcp_probe(f"127.0.0.1:{port}", 2) or "").lower()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
+def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
+    # our own namespace stands in for the container's: same result, through setns()
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        assert probe.in_netns(fd, lambda: probe.tcp_probe(f"127.0.0.1:{http_server}", 1), 1) is None
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pidfile=p", "--cidfile=c", "--exec=x"], "no podman command after --"),
+    (["--pidfile=p", "--cidfile=c", "--", "podman", "run"], "exactly one of"),
+    (["--pidfile=p", "--cidfile=c", "--tcp-socket=h:1", "--exec=x", "--", "podman", "run"], "exactly one of"),
+    (["--pidfile=p", "--cidfile=c", "--http-get=http://x/", "--http-header=bad", "--", "podman", "run"], "Name: value"),
+])
+def test_bad_options(argv: list[str], message: str) -> None:
+    with pytest.raises(probe.ProbeSetupError, match=message):
+        parse(*argv)
+
+
+def test_podman_prefix() -> None:
+    assert probe.podman_prefix(["/p", "--root=/a b", "--log-level=debug", "run", "x"]) == \
+        ["/p", "--root=/a b", "--log-level=debug"]
+    with pytest.raises(probe.ProbeSetupError):
+        probe.podman_prefix(["/p", "--root", "/x", "run"])  # global flags must be --flag=value
+
+
+def test_cli_entry_point(tmp_path: Path) -> None:
+    """As units run it: `podvisor ready-probe ...` (here through the generator's own entry point)."""
+    res = subprocess.run([sys.executable, "-m", "supervisor.generator.command", "ready-probe", "--pidfile=p",
+                          "--cidfile=c", "--", "/nonexistent/podman", "run"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
+    assert res.returncode == 2 and "exactly one of --exec, --http-get, --tcp-socket" in res.stderr
