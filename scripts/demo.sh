@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: install everything (scripts/install.sh), then run the example blog pod under
+# systemd - on this host if systemd is PID 1, otherwise inside a throwaway real systemd - and
+# fetch the blog through its reverse-proxy sidecar. `--keep` leaves it running.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$REPO/scripts/install.sh"
+exec "$REPO/.venv/bin/python" -m supervisor.demo "$@"
