@@ -1,0 +1,110 @@
+"""Issue 4's proof on the shipped example (units/blog/blog.yaml) under a real systemd: the
+pod's start returns when the blog is served, container output is in the journal, a killed
+container is restarted by systemd, and a stop leaves nothing behind for the next start."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor.images import BLOG_IMAGE, ensure_image
+from supervisor.sandbox import Sandbox
+
+from .conftest import IMAGE, sh, unit_props
+
+pytestmark = pytest.mark.systemd
+
+REPO = Path(__file__).resolve().parents[2]
+PODVISOR = str(Path(sys.executable).parent / "podvisor")
+FETCH = ("import urllib.request as u; r = u.urlopen('http://127.0.0.1:8080/', timeout=5); "
+         "print(r.headers.get('X-Served-By')); print(r.read().decode())")
+
+
+def _install(sb: Sandbox, name: str, text: str) -> None:
+    sh(sb, f"mkdir -p /run/pvt-defs && cat > /run/pvt-defs/{name}", input=text)
+    sh(sb, f"{PODVISOR} install /run/pvt-defs/{name}")
+
+
+def _fetch(sb: Sandbox) -> str:
+    return sh(sb, f"{sys.executable} -c \"{FETCH}\"").stdout
+
+
+def _main_pid(sb: Sandbox, unit: str) -> int:
+    return int(unit_props(sb, unit, "MainPID")["MainPID"])
+
+
+def test_blog_pod(sandbox: Sandbox) -> None:
+    ensure_image(sandbox.podman, BLOG_IMAGE)
+    _install(sandbox, "blog.yaml", (REPO / "units" / "blog" / "blog.yaml").read_text())
+    try:
+        sh(sandbox, "systemctl start pod-blog.service", timeout=120)
+        # start returned: both probes passed, so the blog is served through the sidecar now
+        page = _fetch(sandbox)
+        assert page.startswith("podvisor-blog-proxy\n") and "Hello from the podvisor blog" in page
+        for c in ("web", "proxy"):
+            props = unit_props(sandbox, f"pod-blog@{c}.service", "ActiveState", "StatusText")
+            assert props["ActiveState"] == "active" and props["StatusText"].startswith("ready"), props
+            pid = _main_pid(sandbox, f"pod-blog@{c}.service")
+            assert "supervisor.monitor" in sh(sandbox, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+
+        # the container's output (nginx's access log line for that GET) is in the unit's journal
+        deadline = time.monotonic() + 10
+        while '"GET / HTTP/1.0" 200' not in (journal := sh(
+                sandbox, "journalctl -u pod-blog@web.service --no-pager -o cat").stdout):
+            assert time.monotonic() < deadline, journal[-2000:]
+            time.sleep(0.3)
+
+        # SIGKILL the blog's nginx: restartPolicy Always -> systemd restarts that container
+        old = _main_pid(sandbox, "pod-blog@web.service")
+        ctr = sh(sandbox, "podman inspect -f '{{.State.Pid}}' blog.web").stdout.strip()
+        sh(sandbox, f"kill -9 {ctr}")
+        deadline = time.monotonic() + 60
+        while _main_pid(sandbox, "pod-blog@web.service") in (0, old) or unit_props(
+                sandbox, "pod-blog@web.service", "ActiveState")["ActiveState"] != "active":
+            assert time.monotonic() < deadline, sh(sandbox, "systemctl status --no-pager 'pod-blog*'",
+                                                   check=False).stdout
+            time.sleep(0.5)
+        assert unit_props(sandbox, "pod-blog@web.service", "NRestarts")["NRestarts"] == "1"
+        assert "Hello from the podvisor blog" in _fetch(sandbox)
+
+        # stop: every container and the pod gone, no run-time files left to trip the next start
+        sh(sandbox, "systemctl stop pod-blog.service", timeout=120)
+        assert sh(sandbox, "podman ps -a -q; podman pod ps -q").stdout.strip() == ""
+        assert sh(sandbox, "ls /run | grep -c '^pod-blog'", check=False).stdout.strip() == "0"
+        sh(sandbox, "systemctl start pod-blog.service", timeout=120)
+        assert "Hello from the podvisor blog" in _fetch(sandbox)
+    finally:
+        sh(sandbox, "systemctl stop pod-blog.service", check=False, timeout=120)
+        sh(sandbox, f"{PODVISOR} uninstall blog", check=False)
+
+
+def test_app_readiness_delays_the_pod_start(sandbox: Sandbox, sd_notify_tool: Path) -> None:
+    """A container in `container` readiness mode that sends READY=1 after 3 s holds the pod's
+    `systemctl start` for at least those 3 s."""
+    _install(sandbox, "late.yaml", f"""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: late
+  annotations: {{podvisor.io/readiness.app: container}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: app
+      image: {IMAGE}
+      command: [sh, -c, 'sleep 3; /n READY=1 STATUS=warmed-up; trap "exit 0" TERM; sleep 1000 & wait']
+      volumeMounts: [{{name: tool, mountPath: /n, readOnly: true}}]
+  volumes:
+    - {{name: tool, hostPath: {{path: {sd_notify_tool}, type: File}}}}
+""")
+    try:
+        t0 = time.monotonic()
+        sh(sandbox, "systemctl start pod-late.service", timeout=120)
+        took = time.monotonic() - t0
+        assert took >= 3.0, f"the pod's start returned after {took:.2f}s, before the app's READY=1"
+        assert unit_props(sandbox, "pod-late@app.service", "StatusText")["StatusText"] == "warmed-up"
+    finally:
+        sh(sandbox, "systemctl stop pod-late.service", check=False, timeout=60)
+        sh(sandbox, f"{PODVISOR} uninstall late", check=False)
