@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from supervisor.generator.command import main
+from supervisor.images import BUSYBOX_IMAGE
+from supervisor.testenv import PodmanEnv
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generator" / "golden"
 POD = "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n{containers}"
@@ -14,13 +17,11 @@ CTR = "  - name: {name}\n    image: {image}\n"
 
 
 @pytest.fixture
-def fake_podman(tmp_path: Path) -> Path:
-    """A podman whose `image exists` answers from a list of present images."""
-    p = tmp_path / "podman"
-    p.write_text('#!/bin/sh\nfor last; do :; done\ngrep -qxF "$last" "$0.images"\n')
-    p.chmod(0o755)
-    (tmp_path / "podman.images").write_text("localhost/present\n")
-    return p
+def podman_flags(podman_for: Callable[[str, str], PodmanEnv]) -> list[str]:
+    """The real podman on the session's private store, which holds the busybox image."""
+    env = podman_for("conmon", "/usr/bin/conmon")
+    return ["--podman-arg=--root=" + str(env.root), "--podman-arg=--runroot=" + str(env.runroot),
+            "--podman-arg=--tmpdir=" + str(env.tmpdir)]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -60,30 +61,30 @@ def test_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [p.name for p in out_dir.iterdir()] == ["pod-x.service"]
 
 
-def test_missing_image_and_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_podman: Path) -> None:
+def test_missing_image_and_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str], podman_flags: list[str]) -> None:
     text = POD.format(name="x", containers=CTR.format(name="a", image="localhost/absent"))
-    rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"), "--podman", str(fake_podman))
+    rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"), *podman_flags)
     assert rc == 1 and "spec.containers[0].image: image 'localhost/absent' is not in podman's store" in err
     assert not (tmp_path / "o").exists()
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         s.listen()
         port = s.getsockname()[1]
-        text = POD.format(name="x", containers=CTR.format(name="a", image="localhost/present")
+        text = POD.format(name="x", containers=CTR.format(name="a", image=BUSYBOX_IMAGE)
                           + f"    ports: [{{containerPort: 80, hostPort: {port}}}]\n")
         rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"),
-                         "--podman", str(fake_podman))
+                         *podman_flags)
     assert rc == 1 and f"spec.containers[0].ports[0].hostPort: host port {port}/tcp is already in use" in err
     rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"),
-                     "--podman", str(fake_podman))
+                     *podman_flags)
     assert rc == 0, err  # the port is free again
 
 
 def test_pull_policy_turns_missing_image_into_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         fake_podman: Path) -> None:
+                                                         podman_flags: list[str]) -> None:
     text = POD.format(name="x", containers=CTR.format(name="a", image="localhost/absent")
                       + "    imagePullPolicy: IfNotPresent\n")
-    rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"), "--podman", str(fake_podman))
+    rc, _, err = run(capsys, "generate", str(pod_file(tmp_path, text)), "-o", str(tmp_path / "o"), *podman_flags)
     assert rc == 0 and "podvisor: warning:" in err and "will be pulled when the unit starts" in err
 
 
