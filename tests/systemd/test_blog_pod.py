@@ -108,3 +108,44 @@ spec:
     finally:
         sh(sandbox, "systemctl stop pod-late.service", check=False, timeout=60)
         sh(sandbox, f"{PODVISOR} uninstall late", check=False)
+
+
+def _span_seconds(span: str) -> float:
+    """systemd's time span text ("1min 3s", "500ms") in seconds."""
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600}
+    total = 0.0
+    for part in span.split():
+        number = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        total += float(number) * units[part[len(number):]]
+    return total
+
+
+def test_stop_of_a_container_that_ignores_sigterm(sandbox: Sandbox) -> None:
+    """The stop finishes within the unit's stop timeout (SIGKILL after the grace period) and
+    leaves no container, pod or run-time file behind."""
+    _install(sandbox, "stubborn.yaml", f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: stubborn}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+    - name: app
+      image: {IMAGE}
+      command: [sh, -c, 'trap "" TERM; while true; do sleep 1; done']
+""")
+    try:
+        sh(sandbox, "systemctl start pod-stubborn.service", timeout=120)
+        limit = _span_seconds(unit_props(sandbox, "pod-stubborn@app.service",
+                                         "TimeoutStopUSec")["TimeoutStopUSec"])
+        t0 = time.monotonic()
+        sh(sandbox, "systemctl stop pod-stubborn.service", timeout=120)
+        took = time.monotonic() - t0
+        assert 3.0 <= took, f"stopped after {took:.1f}s: the grace period was not given"
+        assert took < limit, f"stop took {took:.1f}s, the unit allows {limit}s"
+        assert unit_props(sandbox, "pod-stubborn@app.service", "ActiveState")["ActiveState"] == "inactive"
+        assert sh(sandbox, "podman ps -a -q; podman pod ps -q").stdout.strip() == ""
+        assert sh(sandbox, "ls /run | grep -c '^pod-stubborn'", check=False).stdout.strip() == "0"
+    finally:
+        sh(sandbox, "systemctl stop pod-stubborn.service", check=False, timeout=60)
+        sh(sandbox, f"{PODVISOR} uninstall stubborn", check=False)
