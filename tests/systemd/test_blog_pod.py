@@ -149,3 +149,33 @@ spec:
     finally:
         sh(sandbox, "systemctl stop pod-stubborn.service", check=False, timeout=60)
         sh(sandbox, f"{PODVISOR} uninstall stubborn", check=False)
+
+
+def test_monitor_killed_under_systemd(sandbox: Sandbox) -> None:
+    """SIGKILL of a container's podvisor-conmon (the unit's main process): the unit fails, is
+    restarted per restartPolicy, the new start replaces the orphaned container, and the blog
+    is served again."""
+    ensure_image(sandbox.podman, BLOG_IMAGE)
+    _install(sandbox, "blog.yaml", (REPO / "units" / "blog" / "blog.yaml").read_text())
+    try:
+        sh(sandbox, "systemctl start pod-blog.service", timeout=120)
+        unit = "pod-blog@web.service"
+        monitor = _main_pid(sandbox, unit)
+        old_ctr = sh(sandbox, "podman inspect -f '{{.State.Pid}}' blog.web").stdout.strip()
+        sh(sandbox, f"kill -9 {monitor}")
+        deadline = time.monotonic() + 60
+        while _main_pid(sandbox, unit) in (0, monitor) or unit_props(
+                sandbox, unit, "ActiveState")["ActiveState"] != "active":
+            assert time.monotonic() < deadline, sh(sandbox, f"systemctl status --no-pager {unit}",
+                                                   check=False).stdout
+            time.sleep(0.5)
+        assert int(unit_props(sandbox, unit, "NRestarts")["NRestarts"]) >= 1
+        assert "supervisor.monitor" in sh(
+            sandbox, f"tr '\\0' ' ' < /proc/{_main_pid(sandbox, unit)}/cmdline").stdout
+        # the orphaned container process was replaced, not left running beside the new one
+        assert sh(sandbox, f"test -e /proc/{old_ctr}", check=False).returncode != 0
+        assert sh(sandbox, "podman ps -q --filter name=blog.web | wc -l").stdout.strip() == "1"
+        assert "Hello from the podvisor blog" in _fetch(sandbox)
+    finally:
+        sh(sandbox, "systemctl stop pod-blog.service", check=False, timeout=120)
+        sh(sandbox, f"{PODVISOR} uninstall blog", check=False)
