@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from supervisor.sandbox import Bind, Sandbox, SandboxConfig
 
 from ..unit.test_generator_escape import HOSTILE
+from ..unit.test_generator_property import words
 from .harness import REPO, GeneratorSandbox
 
 pytestmark = [
@@ -47,14 +50,7 @@ def gen() -> Iterator[GeneratorSandbox]:
         g = GeneratorSandbox(sb, workdir)
         from supervisor.images import ensure_image
 
-        def podman(*args: str, check: bool = True, input: bytes | None = None, **kw: object) -> subprocess.CompletedProcess:
-            argv, env = sb.command(["podman", *args])
-            res = subprocess.run(argv, env=env, input=input, capture_output=True, timeout=300)
-            if check and res.returncode:
-                raise subprocess.CalledProcessError(res.returncode, args, res.stdout, res.stderr)
-            return res
-
-        ensure_image(podman, IMAGE)
+        ensure_image(sb.podman, IMAGE)
         subprocess.run(["gcc", "-static", "-O2", "-o", str(workdir / "sd-notify"), str(TOOLS / "sd-notify.c")],
                        check=True)
         yield g
@@ -205,3 +201,40 @@ def test_generator_entry_point(gen: GeneratorSandbox) -> None:
     assert "supervisor.monitor" in gen.cmdline(pid)  # conmon_path of the containers.conf it names
     gen.sh("systemctl stop pod-quad.service; rm -f /etc/containers/systemd/quad.pod /etc/containers/systemd/c.container; "
            "systemctl daemon-reload")
+
+
+ECHO_POD = {
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "argv"},
+    "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+        "name": "echo", "image": IMAGE,
+        # one hex line per argument: the bytes the container's process really received
+        "command": ["sh", "-c", 'for a; do printf "%s" "$a" | od -An -tx1 -v | tr -d " \\n"; echo; done; '
+                                'echo END; exec sleep infinity', "sh"]}]},
+}
+
+
+@settings(max_examples=6, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(args=st.lists(words, min_size=1, max_size=4))
+def test_hypothesis_hostile_argv_reaches_the_container(gen: GeneratorSandbox, args: list[str]) -> None:
+    """Property, under the real systemd: whatever argv the YAML holds, the generated unit's
+    escaping delivers it to the container's process byte for byte."""
+    import copy
+
+    import yaml
+
+    definition = copy.deepcopy(ECHO_POD)
+    definition["spec"]["containers"][0]["command"] += args
+    gen.install(gen.write("argv.yaml", yaml.safe_dump(definition)))
+    try:
+        gen.sh("systemctl start pod-argv.service")
+        deadline = time.monotonic() + 20
+        while "END" not in (out := gen.sh("podman logs argv.echo").stdout):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.2)
+        lines = out.split("\n")
+        got = [bytes.fromhex(h) for h in lines[:lines.index("END")]]
+        assert got == [a.encode() for a in args]
+    finally:
+        gen.sh("systemctl stop pod-argv.service", check=False)
+        gen.sh(f"{gen.podvisor} uninstall argv", check=False)
