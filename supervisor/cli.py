@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor.generator.command import register as _add_generator
+from supervisor.manage.command import register as _add_manage
 
 if TYPE_CHECKING:
     from supervisor.sandbox import Sandbox
@@ -160,6 +161,7 @@ def _sandbox_status(args: argparse.Namespace) -> int:
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_sandbox,
     _add_generator,
+    _add_manage,
 )
 
 
