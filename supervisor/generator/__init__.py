@@ -9,7 +9,7 @@ writer      all-or-nothing installation of files into a directory
 pipeline    load + check + render + verify in memory
 hostcheck   host ports in use, missing images
 install     podvisor install / uninstall (unit files + daemon-reload)
-sdbus       the systemd calls install needs (pystemd)
+(systemd calls go through supervisor/systemd.py, shared with the management commands)
 sdgen       the systemd generator for /etc/containers/systemd/
 probe       podvisor ready-probe: "healthy" readiness for podman 4.3.1
 command     the podvisor subcommands

@@ -66,11 +66,12 @@ def ensure_containers_conf(settings: Settings) -> bool:
 
 
 def _active(unit: str) -> bool:
-    from . import sdbus
+    from ..systemd import Systemd, SystemdError
 
     try:
-        return sdbus.active_state(unit) in ("active", "activating", "reloading", "deactivating")
-    except sdbus.SystemdError:
+        with Systemd.connect() as sd:
+            return sd.active_state(unit) in ("active", "activating", "reloading", "deactivating")
+    except SystemdError:
         return False
 
 
@@ -99,13 +100,14 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
     report = InstallReport([p.name for p in gen.pods], [n for n in changed if n in files],
                            [n for n in changed if n not in files], gen.warnings, conf_written)
     if reload:
-        from . import sdbus
+        from ..systemd import Systemd, SystemdError
 
         try:
-            sdbus.reload()
-            if enable:
-                sdbus.enable([naming.pod_unit(p.name) for p in gen.pods])
-        except sdbus.SystemdError as e:
+            with Systemd.connect() as sd:
+                sd.reload()
+                if enable:
+                    sd.enable([naming.pod_unit(p.name) for p in gen.pods])
+        except SystemdError as e:
             raise InstallError(f"units written to {unit_dir}, but {e}; run `systemctl daemon-reload`") from None
     return report
 
@@ -116,21 +118,24 @@ def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop
     if not found:
         raise InstallError(f"no podvisor pod {name!r} in {unit_dir}")
     if reload:
-        from . import sdbus
+        from ..systemd import Systemd, SystemdError
 
         try:
-            if stop:
-                sdbus.stop([naming.pod_unit(name)] + [u for u in found if u != naming.pod_unit(name)])
-            sdbus.disable([naming.pod_unit(name)])
-        except sdbus.SystemdError as e:
+            with Systemd.connect() as sd:
+                if stop:
+                    sd.stop_and_wait([naming.pod_unit(name)] + [u for u in found if u != naming.pod_unit(name)])
+                sd.disable([naming.pod_unit(name)])
+        except SystemdError as e:
             raise InstallError(f"{e}; nothing removed") from None
     removed = writer.commit(unit_dir, {}, remove=found)
     if reload:
-        from . import sdbus
+        from ..systemd import Systemd, SystemdError
 
         try:
-            sdbus.reload()
-            sdbus.reset_failed(found)
-        except sdbus.SystemdError as e:
+            with Systemd.connect() as sd:
+                sd.reload()
+                for unit in found:
+                    sd.reset_failed(unit)
+        except SystemdError as e:
             raise InstallError(f"units removed from {unit_dir}, but {e}; run `systemctl daemon-reload`") from None
     return removed

@@ -107,7 +107,7 @@ def register(subparsers: Any) -> None:
 @_reporting
 def _ps(args: argparse.Namespace) -> int:
     from . import ps
-    from .bus import Systemd
+    from ..systemd import Systemd
     from .fmt import Palette
     from .inventory import collect
 
@@ -125,7 +125,7 @@ def _ps(args: argparse.Namespace) -> int:
 @_reporting
 def _status(args: argparse.Namespace) -> int:
     from . import status
-    from .bus import Systemd
+    from ..systemd import Systemd
     from .fmt import Palette
 
     with Systemd.connect() as sd:
@@ -159,7 +159,7 @@ def _log_formatter(args: argparse.Namespace, names: list[str]) -> Callable[[Any]
 @_reporting
 def _logs(args: argparse.Namespace) -> int:
     from . import journal, logs
-    from .bus import Systemd
+    from ..systemd import Systemd
 
     since = journal.parse_since(args.since) if args.since else None
     with Systemd.connect() as sd:
@@ -185,7 +185,7 @@ def _logs(args: argparse.Namespace) -> int:
 @_reporting
 def _top(args: argparse.Namespace) -> int:
     from . import top
-    from .bus import Systemd
+    from ..systemd import Systemd
 
     iterations = args.iterations
     if iterations is None and (args.json or not sys.stdout.isatty()):
@@ -196,7 +196,7 @@ def _top(args: argparse.Namespace) -> int:
 
 def _control(verb: str, args: argparse.Namespace) -> int:
     from . import control
-    from .bus import Systemd
+    from ..systemd import Systemd
     from .fmt import Palette
 
     with Systemd.connect() as sd:

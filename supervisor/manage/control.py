@@ -20,7 +20,7 @@ from typing import TextIO
 from supervisor.generator import naming
 
 from . import discover, fmt, journal
-from .bus import Systemd
+from ..systemd import Systemd
 from .errors import ManageError
 from .inventory import unit_status
 from .model import UnitStatus

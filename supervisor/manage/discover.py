@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.generator import naming
 
-from .bus import Systemd
+from ..systemd import Systemd
 from .errors import ManageError
 
 POD_UNIT = re.compile(r"^pod-([^@/]+)\.service$")

@@ -11,7 +11,7 @@ import psutil
 from supervisor.generator import naming
 
 from . import discover, procs
-from .bus import Systemd
+from ..systemd import Systemd
 from .model import ContainerStatus, PodmanContainer, PodStatus, UnitStatus
 from .podman import PodmanCommand, PodmanError, containers
 

@@ -29,7 +29,7 @@ from typing import Any
 from supervisor.generator import naming
 
 from . import discover, journal
-from .bus import Systemd
+from ..systemd import Systemd
 from .errors import ManageError
 from .podman import PodmanCommand, PodmanError, containers, inspect
 

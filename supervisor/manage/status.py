@@ -16,7 +16,7 @@ from typing import Any
 from supervisor.generator import naming
 
 from . import fmt, journal, views
-from .bus import Systemd
+from ..systemd import Systemd
 from .inventory import Inventory, collect
 from .model import ContainerStatus, PodStatus, UnitStatus
 

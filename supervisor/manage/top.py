@@ -13,7 +13,7 @@ import time
 from typing import Any, TextIO
 
 from . import fmt, procs
-from .bus import Systemd
+from ..systemd import Systemd
 from .inventory import collect
 from .model import ContainerStatus, PodStatus
 

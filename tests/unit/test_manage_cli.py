@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.manage import bus, command
+from supervisor import systemd as bus
+from supervisor.manage import command
 from supervisor.manage.errors import ManageError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""systemd's manager over D-Bus, with pystemd's low-level bus API.
+"""The one place podvisor talks to systemd: its manager over D-Bus, with pystemd's low-level
+bus API (install/uninstall reload and stop units through it; ps/status/start/... read it).
 
 pystemd's high-level Unit objects introspect every object first (an extra round trip and an
 XML parse per unit); ``ps`` reads a handful of units, so we call Properties.GetAll directly:
@@ -8,10 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from .errors import ManageError
 
 SYSTEMD = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
@@ -24,6 +24,10 @@ PRIVATE_SOCKET = b"unix:path=/run/systemd/private"  # root only; works without d
 BOOTED_MARKER = "/run/systemd/system"  # what sd_booted(3) checks
 
 JobCallback = Callable[[int, str, str, str], None]  # id, job path, unit, result
+
+
+class SystemdError(Exception):
+    """systemd is unreachable or refused: the message is for humans."""
 
 
 def booted() -> bool:
@@ -64,12 +68,12 @@ class Systemd:
     @classmethod
     def connect(cls) -> Systemd:
         if not booted():
-            raise ManageError(f"systemd is not running as PID 1 here (no {BOOTED_MARKER}): podvisor's pods "
-                              "are systemd units, so there is nothing to show or control")
+            raise SystemdError(f"systemd is not running as PID 1 here (no {BOOTED_MARKER}): podvisor's pods "
+                               "are systemd units")
         try:
             from pystemd.dbuslib import DBus, DBusAddress
         except ImportError as e:
-            raise ManageError(f"pystemd is not installed ({e}); reinstall podvisor") from None
+            raise SystemdError(f"pystemd is not installed ({e}); reinstall podvisor") from None
         errors = []
         attempts: list[tuple[str, Callable[[], Any]]] = [("system bus", DBus)]
         if os.geteuid() == 0:
@@ -81,7 +85,7 @@ class Systemd:
                 return cls(bus)
             except Exception as e:  # pystemd raises DBusError subclasses of many kinds
                 errors.append(f"{what}: {_message(e)}")
-        raise ManageError(f"cannot reach systemd over D-Bus ({'; '.join(errors)})")
+        raise SystemdError(f"cannot reach systemd over D-Bus ({'; '.join(errors)})")
 
     def close(self) -> None:
         self.bus.close()
@@ -104,9 +108,9 @@ class Systemd:
         except Exception as e:
             what = what or method.decode()
             if _denied(e):
-                raise ManageError(f"permission denied: systemd refused to {what} ({_message(e)}); "
+                raise SystemdError(f"permission denied: systemd refused to {what} ({_message(e)}); "
                                   "run podvisor as root") from None
-            raise ManageError(f"systemd: cannot {what}: {_message(e)}") from None
+            raise SystemdError(f"systemd: cannot {what}: {_message(e)}") from None
 
     def manager(self, method: bytes, signature: bytes = b"", *args: Any, what: str = "") -> Any:
         return self.call(MANAGER_PATH, MANAGER, method, signature, args, what)
@@ -144,7 +148,7 @@ class Systemd:
     def job_type(self, job_path: str) -> str:
         try:
             return str(self.properties(job_path.encode(), JOB).get("JobType", ""))
-        except ManageError:
+        except SystemdError:
             return ""  # the job finished in between
 
     def enqueue(self, verb: str, unit: str) -> str:
@@ -152,10 +156,37 @@ class Systemd:
         method = {"start": b"StartUnit", "stop": b"StopUnit", "restart": b"RestartUnit"}[verb]
         return str(decode(self.manager(method, b"ss", unit.encode(), b"replace", what=f"{verb} {unit}")))
 
+    def active_state(self, unit: str) -> str:
+        """"active", "inactive", "failed", ... ("inactive" for a unit systemd doesn't know)."""
+        return str(self.properties(self.load_unit(unit), UNIT).get("ActiveState", "inactive"))
+
+    def reload(self) -> None:
+        """`systemctl daemon-reload`: returns once systemd has re-read the unit files."""
+        self.manager(b"Reload", what="reload its units")
+
+    def enable(self, units: Sequence[str]) -> None:
+        self.manager(b"EnableUnitFiles", b"asbb", [u.encode() for u in units], False, True,
+                     what="enable " + " ".join(units))
+        self.reload()
+
+    def disable(self, units: Sequence[str]) -> None:
+        self.manager(b"DisableUnitFiles", b"asb", [u.encode() for u in units], False,
+                     what="disable " + " ".join(units))
+
+    def stop_and_wait(self, units: Sequence[str], timeout: float = 300) -> None:
+        """Stop `units` and wait until none is active or deactivating."""
+        for u in units:
+            self.enqueue("stop", u)
+        deadline = time.monotonic() + timeout
+        while busy := [u for u in units if self.active_state(u) not in ("inactive", "failed")]:
+            if time.monotonic() > deadline:
+                raise SystemdError(f"still running after {timeout:g}s: {' '.join(busy)}")
+            time.sleep(0.2)
+
     def reset_failed(self, unit: str) -> None:
         try:
             self.manager(b"ResetFailedUnit", b"s", unit.encode(), what=f"reset {unit}")
-        except ManageError:
+        except SystemdError:
             pass  # not loaded, not failed, or not allowed: the job call that follows says so
 
     # ------------------------------------------------------------------ job signals
