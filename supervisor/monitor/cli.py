@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 
-from . import VERSION_TEXT
 from .errors import die
 
 LOG_LEVELS = {"error", "fatal", "panic", "warn", "warning", "info", "debug", "trace"}
@@ -91,9 +90,6 @@ class Options:
                 return t.path
         return None
 
-    @property
-    def journald(self) -> bool:
-        return any(t.driver == "journald" for t in self.logs)
 
 
 _REQUIRED = ("cid", "cuuid", "runtime", "bundle", "container_pidfile", "conmon_pidfile", "name",
@@ -305,6 +301,3 @@ def parse(argv: list[str]) -> Options:
         extra=tuple(ns.extra),
     )
 
-
-def print_version() -> None:
-    sys.stdout.write(VERSION_TEXT)

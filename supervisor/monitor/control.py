@@ -79,9 +79,3 @@ class Control:
         vals = _ints(line, 2)
         if vals is not None:
             self.on_resize(*vals)
-
-    def close(self, loop: Loop) -> None:
-        for fd in self.fds:
-            loop.remove(fd)
-            os.close(fd)
-        self.fds = []

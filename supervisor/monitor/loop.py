@@ -22,7 +22,6 @@ class Loop:
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._cancelled: set[int] = set()
-        self.running = True
 
     def add(self, fd: int, mask: int, handler: Handler) -> None:
         self._handlers[fd] = handler
@@ -33,9 +32,6 @@ class Loop:
         if self._masks.get(fd) != mask:
             self._masks[fd] = mask
             self._ep.modify(fd, mask)
-
-    def mask(self, fd: int) -> int:
-        return self._masks.get(fd, 0)
 
     def remove(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
@@ -81,8 +77,5 @@ class Loop:
                 h(ev)
 
     def run(self, until: Callable[[], bool]) -> None:
-        while self.running and not until():
+        while not until():
             self.run_once()
-
-    def close(self) -> None:
-        self._ep.close()

@@ -69,10 +69,6 @@ class Output:
         while self.read_once():
             pass
 
-    def close(self) -> None:
-        self.loop.remove(self.fd)
-        os.close(self.fd)
-
 
 class Stdin:
     """The container's stdin (a pipe's write end, or a dup of the pty master)."""

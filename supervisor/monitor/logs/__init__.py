@@ -75,19 +75,18 @@ class LogSinks:
 def open_drivers(opts: Options) -> LogSinks:
     """Open every driver before the first fork, so that errors (bad log path) reach podman."""
     drivers: list[LogDriver] = []
-    needs_ts = False
-    seen_k8s = False
+    opened: set[str] = set()  # like conmon, one k8s file and one journald at most
     for target in opts.logs:
-        if target.driver == "k8s-file" and not seen_k8s:
+        if target.driver in opened:
+            continue
+        if target.driver == "k8s-file":
             from .k8s_file import K8sFileLog
 
-            seen_k8s = needs_ts = True
             drivers.append(K8sFileLog(target.path, opts.log_size_max, opts.log_rotate_count,
                                       opts.log_global_size_max, (opts.cid, opts.name)))
-        elif target.driver == "journald" and not any(
-            type(d).__name__ == "JournaldLog" for d in drivers
-        ):
+        elif target.driver == "journald":
             from .journald import JournaldLog
 
             drivers.append(JournaldLog(opts.cid, opts.name, opts.log_tag))
-    return LogSinks(drivers, needs_ts)
+        opened.add(target.driver)
+    return LogSinks(drivers, "k8s-file" in opened)
