@@ -219,6 +219,7 @@ def _snapshot(podman: PodmanEnv, watched: int) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # ~1 s a cycle: the full 1000 take about 17 minutes
 def test_many_cycles_leak_nothing(podman: PodmanEnv, image: str) -> None:
     """create/start/exec/stop/rm cycles next to a long-lived container: its monitor's fds,
     memory and children, the mounts and the run directories do not grow.
