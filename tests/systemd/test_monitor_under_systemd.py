@@ -182,3 +182,27 @@ def test_oom_under_systemd(sandbox: Sandbox, sd_notify_tool: Path) -> None:
         assert "killed by the OOM killer" in journal
     finally:
         sh(sandbox, "systemctl stop hog.service; podman rm -f hog", check=False)
+
+
+def test_journald_gets_every_line_of_a_fast_writer(sandbox: Sandbox) -> None:
+    """20000 lines as fast as the container can write them: every one is in the journal, in
+    order. (journald's own rate limit, 10000 per 30 s by default, is a policy of its own and
+    is lifted for this test.)"""
+    sh(sandbox, "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nRateLimitBurst=0\\n' "
+                "> /etc/systemd/journald.conf.d/90-pvt-norate.conf && systemctl restart systemd-journald")
+    count = 20000
+    try:
+        sh(sandbox, f"podman run --name jfast --network none --log-driver journald {IMAGE} "
+                    f"sh -c 'seq 1 {count} | sed s/^/line-/'", timeout=120)
+        deadline = time.monotonic() + 30
+        while True:
+            # MESSAGE keeps the line's own newline (as with conmon): -o cat shows a blank after each
+            out = sh(sandbox, "journalctl CONTAINER_NAME=jfast -o cat --no-pager").stdout
+            got = [line for line in out.split("\n") if line]
+            if len(got) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == [f"line-{i}" for i in range(1, count + 1)]
+    finally:
+        sh(sandbox, "podman rm -f jfast; rm -f /etc/systemd/journald.conf.d/90-pvt-norate.conf; "
+                    "systemctl restart systemd-journald", check=False)
