@@ -234,7 +234,12 @@ def test_full_cycle_leaves_nothing_behind() -> None:
     # something that would survive a sloppy teardown: a service and its own cgroup
     inner(sb, "systemd-run", "--unit", "pvt-sleeper", "-p", "MemoryMax=32M", "sleep", "infinity")
     memcg = next(c for c in plan_cgroups(sb.name) if c.target == "/sys/fs/cgroup/memory")
-    sleeper = int(Path(memcg.path, "system.slice/pvt-sleeper.service/cgroup.procs").read_text().split()[0])
+    procs = Path(memcg.path, "system.slice/pvt-sleeper.service/cgroup.procs")
+    deadline = time.monotonic() + 10  # systemd-run returns once forked, maybe before the cgroup move
+    while not procs.read_text().split():
+        assert time.monotonic() < deadline, "the service never showed up in its cgroup"
+        time.sleep(0.05)
+    sleeper = int(procs.read_text().split()[0])
     footprint = Footprint.of(sb, sleeper)
     assert footprint.leftovers() != []  # the check sees a running sandbox
 
