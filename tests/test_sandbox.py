@@ -41,10 +41,25 @@ REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
 
 
+_made: list[Sandbox] = []
+
+
 def make(suffix: str, binds: tuple[Bind, ...] = (), stop_timeout: float = 20,
          storage_dir: Path | None = None) -> Sandbox:
-    return Sandbox(SandboxConfig(name=f"{SESSION}-{suffix}", boot_timeout=60, stop_timeout=stop_timeout,
-                                 binds=binds, storage_dir=storage_dir))
+    sb = Sandbox(SandboxConfig(name=f"{SESSION}-{suffix}", boot_timeout=60, stop_timeout=stop_timeout,
+                               binds=binds, storage_dir=storage_dir))
+    _made.append(sb)
+    return sb
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """A test that fails half-way must not leave its sandbox running (stop is a no-op otherwise).
+    Sandboxes of wider-scoped fixtures were made before this runs and are theirs to stop."""
+    before = len(_made)
+    yield
+    while len(_made) > before:
+        _made.pop().stop()
 
 
 def starttime(pid: int) -> int | None:
