@@ -134,12 +134,26 @@ def test_http_and_tcp_probes(http_server: int) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
 def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
-    # our own namespace stands in for the container's: same result, through setns()
-    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    # a fresh namespace (unshare) stands in for the container's: a server there, this process outside
+    server = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up; exec " + sys.executable +
+                               " -m http.server --bind 127.0.0.1 18123"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
-        assert probe.in_netns(fd, lambda: probe.tcp_probe(f"127.0.0.1:{http_server}", 1), 1) is None
+        code = ("import os, sys, time; from supervisor.generator import checks\n"
+                "print(checks.tcp_check('127.0.0.1:18123', 1))\n"
+                "checks.enter_netns(os.open(f'/proc/{sys.argv[1]}/ns/net', os.O_RDONLY))\n"
+                "for _ in range(50):\n"
+                "    why = checks.http_check('http://127.0.0.1:18123/', [], 1)\n"
+                "    if why is None: break\n"
+                "    time.sleep(0.1)\n"
+                "print(why)\n")
+        time.sleep(0.3)
+        out = subprocess.run([sys.executable, "-c", code, str(server.pid)], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[2], timeout=30).stdout.splitlines()
+        assert out[0] != "None" and out[1] == "None", out  # refused outside, served inside
     finally:
-        os.close(fd)
+        server.kill()
+        server.wait()
 
 
 @pytest.mark.parametrize("argv, message", [
