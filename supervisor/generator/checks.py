@@ -111,10 +111,18 @@ def exec_check(prefix: list[str], cid: str, command: list[str], timeout: float) 
         res = subprocess.run([*prefix, "exec", cid, *command], stdin=subprocess.DEVNULL,
                              capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"{command[0]}: no answer within {timeout:g}s"
+        return f"{_shown(command)}: no answer within {timeout:g}s"
     except OSError as e:
         return f"podman exec: {e}"
     if res.returncode == 0:
         return None
     tail = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()[-1:]
-    return f"{command[0]}: exit status {res.returncode}{': ' + tail[0][:200] if tail else ''}"
+    return f"{_shown(command)}: exit status {res.returncode}{': ' + tail[0][:200] if tail else ''}"
+
+
+def _shown(command: list[str]) -> str:
+    """The program, or for `sh -c SCRIPT` (Quadlet's HealthCmd) the script, shortened."""
+    if len(command) >= 3 and command[1] == "-c" and command[0].rsplit("/", 1)[-1] in ("sh", "bash", "ash"):
+        script = command[2]
+        return script if len(script) <= 60 else script[:57] + "..."
+    return command[0]

@@ -218,7 +218,7 @@ RestartSec=1
         broke_at = time.time()
         gen.sh("podman exec hq.web touch /tmp/broken")
         latency, messages = _watchdog_latency(gen, unit, broke_at)
-        assert "unhealthy (2/2 failed: test: exit status 1)" in "\n".join(messages)
+        assert "unhealthy (2/2 failed: test -e /tmp/started -a ! -e /tmp/broken: exit status 1)" in "\n".join(messages)
         print(f"\nQuadlet exec check: detected after {latency:.2f}s, bound {1 * 2 + 2}s")
         assert latency <= 1 * 2 + 2 + 1.5
         _restarted(gen, unit, 0)

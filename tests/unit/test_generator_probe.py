@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.s
         messages.append(notify_socket.recv(4096).decode())
     t.join(10)
     assert result == [0]
-    assert any(m.startswith("STATUS=not ready, attempt 1: test: exit status 1") for m in messages)
+    assert any("STATUS=not ready, attempt 1: test: exit status 1" in m for m in messages)
     assert "--root=/x" in (tmp_path / "globals").read_text().split()  # exec used the same global flags
     os.kill(monitor, 9)
 
@@ -180,3 +181,96 @@ def test_cli_entry_point(tmp_path: Path) -> None:
                           "--cidfile=c", "--", "/nonexistent/podman", "run"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
     assert res.returncode == 2 and "exactly one of --exec, --http-get, --tcp-socket" in res.stderr
+
+
+def _messages(sock: socket.socket, until: Callable[[list[str]], bool], timeout: float = 15) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        assert time.monotonic() < deadline, got
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_liveness_pings_then_triggers_the_watchdog(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    """No readiness probe: READY=1 at once; WATCHDOG=1 after each pass; at the threshold WATCHDOG=trigger
+    with the reason in STATUS=, and the state file keeps the attempts with their times."""
+    (tmp_path / "flag").touch()
+    state = tmp_path / "health.json"
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.2",
+                 "--liveness-failure-threshold=3", "--liveness-exec=true", f"--state-file={state}",
+                 "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t0 = time.monotonic()
+    t.start()
+    got = _messages(notify_socket, lambda m: sum("WATCHDOG=1" in x for x in m) >= 3)
+    assert got[0].startswith("MAINPID=") and any(x.startswith("READY=1") for x in got)
+    assert any("STATUS=healthy" in x for x in got)
+    (tmp_path / "flag").unlink()
+    broke = time.monotonic()
+    got = _messages(notify_socket, lambda m: any("WATCHDOG=trigger" in x for x in m))
+    took = time.monotonic() - broke
+    t.join(10)
+    assert result == [0]
+    trigger = next(x for x in got if "WATCHDOG=trigger" in x)
+    assert "STATUS=unhealthy (3/3 failed: true: exit status 1: not yet: true)" in trigger
+    assert not any("WATCHDOG=1" in x for x in got[1:])  # no pings once failing
+    assert any("healthy (1/3 failed" in x for x in got)
+    assert 0.4 <= took <= 0.2 * 3 + 1 + 1, took  # about threshold x period
+    data = json.loads(state.read_text())
+    assert data["health"] == "unhealthy" and data["failures"] == 3 and data["threshold"] == 3
+    assert data["results"][-1]["ok"] is False and data["results"][0]["time"] >= time.time() - (time.monotonic() - t0) - 1
+    os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_hung_probe_is_a_failure_at_its_timeout(http_server: int) -> None:
+    with socket.socket() as server:  # accepts, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        t0 = time.monotonic()
+        why = probe.http_probe(f"http://127.0.0.1:{server.getsockname()[1]}/healthz", [], 0.5)
+        assert why == "no answer within 0.5s from /healthz" and time.monotonic() - t0 < 1.5
+
+
+def test_startup_failure_fails_while_still_the_main_pid(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--startup-period=0.1",
+                 "--startup-failure-threshold=3", "--startup-exec=true", "--liveness-exec=true",
+                 "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
+    assert probe.run(opts) == 1
+    notify_socket.settimeout(0.5)
+    got = []
+    try:
+        while True:
+            got.append(notify_socket.recv(4096).decode())
+    except TimeoutError:
+        pass
+    assert not any("MAINPID=" in m or "READY=1" in m for m in got), got  # the start fails with our exit
+    assert any("STATUS=start failed: startup probe failed 3 times in a row (every 0.1s, failureThreshold 3" in m
+               for m in got), got
+    os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
+    """As units run it (`podvisor ready-probe`): the liveness loop is a single thread."""
+    (tmp_path / "flag").touch()
+    state = tmp_path / "health.json"
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.generator.command", "ready-probe",
+                             f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.1",
+                             "--liveness-exec=true", f"--state-file={state}", "--", str(fake), "run",
+                             f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img"],
+                            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
+    try:
+        deadline = time.monotonic() + 20
+        while not (state.exists() and len(json.loads(state.read_text())["results"]) >= 3):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        threads = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("Threads:")]
+        assert threads == ["Threads:\t1"]
+    finally:
+        proc.kill()
+        proc.wait()
+        os.kill(int((tmp_path / "pid").read_text()), 9)
