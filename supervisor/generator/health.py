@@ -65,6 +65,10 @@ def probe_options(p: Probe, prefix: str, success: bool = False) -> list[str]:
     elif p.kind == "http":
         argv.append(f"--{prefix}http-get={p.scheme}://{_target(p)}{p.path}")
         argv += [f"--{prefix}http-header={k}: {v}" for k, v in p.headers]
+    elif p.kind == "grpc":
+        argv.append(f"--{prefix}grpc={_target(p)}")
+        if p.service:
+            argv.append(f"--{prefix}grpc-service={p.service}")
     else:
         argv.append(f"--{prefix}tcp-socket={_target(p)}")
     return argv

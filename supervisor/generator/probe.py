@@ -80,13 +80,16 @@ class Spec:
     timeout: float = 1.0
     success_threshold: int = 1
     failure_threshold: int = 3  # 0: unlimited (startup: until TimeoutStartSec=)
+    grpc: str | None = None
+    grpc_service: str = ""
 
     @property
     def network(self) -> bool:
         return not self.exec_command
 
     def describe(self) -> str:
-        what = " ".join(self.exec_command) if self.exec_command else self.http_get or f"tcp {self.tcp_socket}"
+        what = " ".join(self.exec_command) if self.exec_command else self.http_get or \
+            (f"grpc {self.grpc}" if self.grpc else f"tcp {self.tcp_socket}")
         return f"{self.role} probe ({what})"
 
 
@@ -125,6 +128,9 @@ def _probe_arguments(p: argparse.ArgumentParser, prefix: str, what: str, success
                    metavar="NAME: VALUE")
     g.add_argument(f"--{prefix}tcp-socket", dest=f"{d}tcp_socket", metavar="HOST:PORT",
                    help="TCP probe: a connection is success")
+    g.add_argument(f"--{prefix}grpc", dest=f"{d}grpc", metavar="HOST:PORT",
+                   help="gRPC probe (grpc.health.v1.Health/Check, cleartext): SERVING is success")
+    g.add_argument(f"--{prefix}grpc-service", dest=f"{d}grpc_service", default="", metavar="NAME")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -145,12 +151,12 @@ def _spec(args: argparse.Namespace, prefix: str, role: str) -> Spec | None:
     def get(name: str, default: object = None) -> object:
         return getattr(args, f"{prefix}{name}", default)
 
-    kinds = [k for k in (get("exec_command"), get("http_get"), get("tcp_socket")) if k]
+    kinds = [k for k in (get("exec_command"), get("http_get"), get("tcp_socket"), get("grpc")) if k]
     flag = "--" + prefix.replace("_", "-")
     if not kinds:
         return None
     if len(kinds) != 1:
-        raise ProbeSetupError(f"give exactly one of {flag}exec, {flag}http-get, {flag}tcp-socket")
+        raise ProbeSetupError(f"give exactly one of {flag}exec, {flag}http-get, {flag}tcp-socket, {flag}grpc")
     headers = []
     for h in get("http_headers") or []:  # type: ignore[attr-defined]
         name, sep, value = h.partition(":")
@@ -160,7 +166,7 @@ def _spec(args: argparse.Namespace, prefix: str, role: str) -> Spec | None:
     s = Spec(role, list(get("exec_command") or []), get("http_get"), headers,  # type: ignore[arg-type]
              get("tcp_socket"), float(get("initial_delay")), float(get("period")),  # type: ignore[arg-type]
              float(get("timeout")), int(get("success_threshold", 1)),  # type: ignore[arg-type]
-             int(get("failure_threshold", 3)))  # type: ignore[arg-type]
+             int(get("failure_threshold", 3)), get("grpc"), str(get("grpc_service") or ""))  # type: ignore[arg-type]
     if s.period <= 0 or s.timeout <= 0 or s.initial_delay < 0 or s.success_threshold < 1 or s.failure_threshold < 0:
         raise ProbeSetupError(f"{role}: period and timeout must be positive, success threshold at least 1")
     if role == "liveness" and s.failure_threshold < 1:
@@ -178,7 +184,7 @@ def options_from(args: argparse.Namespace) -> Options:
                    startup=_spec(args, "startup_", "startup"), liveness=_spec(args, "liveness_", "liveness"),
                    on_failure=args.on_failure, start_period=args.liveness_start_period, state_file=args.state_file)
     if not opts.specs:
-        raise ProbeSetupError("give exactly one of --exec, --http-get, --tcp-socket "
+        raise ProbeSetupError("give exactly one of --exec, --http-get, --tcp-socket, --grpc "
                               "(or a --startup-... or --liveness-... probe)")
     return opts
 
@@ -232,6 +238,8 @@ class Supervisor:
             why = checks.exec_check(self.prefix, self.cid, spec.exec_command, spec.timeout)
         elif spec.http_get:
             why = checks.http_check(spec.http_get, spec.http_headers, spec.timeout)
+        elif spec.grpc:
+            why = checks.grpc_check(spec.grpc, spec.grpc_service, spec.timeout)
         else:
             why = checks.tcp_check(spec.tcp_socket or "", spec.timeout)
         self.results.append({"probe": spec.role, "time": round(wall, 3), "ok": why is None,

@@ -242,6 +242,10 @@ def probe_argv(p: Probe | None, settings: Settings) -> list[str]:
     elif p.kind == "http":
         argv.append(f"--http-get={p.scheme}://{host}:{p.port}{p.path}")
         argv += [f"--http-header={k}: {v}" for k, v in p.headers]
+    elif p.kind == "grpc":
+        argv.append(f"--grpc={host}:{p.port}")
+        if p.service:
+            argv.append(f"--grpc-service={p.service}")
     else:
         argv.append(f"--tcp-socket={host}:{p.port}")
     return argv

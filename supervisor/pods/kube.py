@@ -502,12 +502,9 @@ class _Reader:
 
     def probe(self, node: Node, ports: list[Port], role: str = "readiness") -> Probe:
         """A readinessProbe, or (role liveness/startup, see pods/health.py) one whose failures count."""
-        handlers = ("exec", "httpGet", "tcpSocket")
+        handlers = ("exec", "httpGet", "tcpSocket", "grpc")
         fields = self.mapping(node, {*handlers, "initialDelaySeconds", "periodSeconds", "timeoutSeconds",
-                                     "successThreshold", "failureThreshold", "grpc",
-                                     "terminationGracePeriodSeconds"})
-        if "grpc" in fields:
-            raise DefinitionError(fields["grpc"].loc, "gRPC probes are not supported; use exec, httpGet or tcpSocket")
+                                     "successThreshold", "failureThreshold", "terminationGracePeriodSeconds"})
         failure_threshold = 3
         if role != "readiness":
             from . import health
@@ -521,7 +518,7 @@ class _Reader:
             raise DefinitionError(fields["terminationGracePeriodSeconds"].loc, "not supported for readiness probes")
         given = [h for h in handlers if h in fields]
         if len(given) != 1:
-            raise DefinitionError(node.loc, "expected exactly one of exec, httpGet, tcpSocket")
+            raise DefinitionError(node.loc, "expected exactly one of exec, httpGet, tcpSocket, grpc")
         timing = {"initial_delay": ("initialDelaySeconds", 0, 0), "period": ("periodSeconds", 10, 1),
                   "timeout": ("timeoutSeconds", 1, 1), "success_threshold": ("successThreshold", 1, 1)}
         common: dict[str, Any] = {attr: float(self.integer(fields[key], low, 86400)) if key in fields else float(default)
@@ -554,6 +551,12 @@ class _Reader:
                 headers.append((hname, hvalue))
             return Probe("http", port=self.probe_port(hg, sub, ports), host=self.probe_host(hg), path=path,
                          scheme=scheme.lower(), headers=tuple(headers), loc=node.loc, **common)
+        if given[0] == "grpc":  # grpc.health.v1.Health/Check; Kubernetes allows no named port here
+            gr = self.mapping(sub, {"port", "service"})
+            if "port" not in gr:
+                raise DefinitionError(sub.loc.child("port"), "missing")
+            service = self.string(gr["service"]) if "service" in gr else ""
+            return Probe("grpc", port=self.integer(gr["port"], 1, 65535), service=service, loc=node.loc, **common)
         ts = self.mapping(sub, {"port", "host"})
         return Probe("tcp", port=self.probe_port(ts, sub, ports), host=self.probe_host(ts), loc=node.loc, **common)
 

@@ -85,13 +85,14 @@ class Port:
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # "exec" | "http" | "tcp"
+    kind: str  # "exec" | "http" | "tcp" | "grpc"
     command: tuple[str, ...] = ()  # exec
     port: int = 0                  # http, tcp
     host: str = ""                 # http, tcp; "" = the pod's loopback
     path: str = "/"                # http
     scheme: str = "http"           # http | https
     headers: tuple[tuple[str, str], ...] = ()
+    service: str = ""              # grpc: the service name asked about ("" = the server as a whole)
     initial_delay: float = 0.0
     period: float = 10.0
     timeout: float = 1.0

@@ -274,3 +274,41 @@ def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
         proc.kill()
         proc.wait()
         os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_grpc_probe_against_a_real_grpc_server() -> None:
+    """grpcio's server (its own HTTP/2 and HPACK) answers grpc.health.v1.Health/Check; the messages
+    are protobuf HealthCheckRequest/Response, encoded by hand here (field 1)."""
+    import grpc
+    from concurrent import futures
+
+    status = {"": b"\x08\x01", "app.v1": b"\x08\x02"}  # SERVING; NOT_SERVING
+
+    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
+        service = request[2:].decode() if request else ""
+        if service not in status:
+            context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return status[service]
+
+    handler = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        assert probe.checks.grpc_check(target, "", 2) is None
+        assert probe.checks.grpc_check(target, "app.v1", 2) == "gRPC status NOT_SERVING for 'app.v1'"
+        assert "the call failed" in (probe.checks.grpc_check(target, "other", 2) or "")
+    finally:
+        server.stop(0)
+    assert "refused" in (probe.checks.grpc_check(target, "", 2) or "").lower()
+
+
+def test_grpc_codec() -> None:
+    from supervisor.generator import checks
+
+    assert checks.grpc_serving_status(b"") == 0 and checks.grpc_serving_status(b"\x08\x03") == 3
+    assert checks.grpc_serving_status(b"\x12\x02ab\x08\x01") == 1  # unknown fields skipped
+    assert checks._hpack_int(31, 4) == b"\x0f\x10" and checks._hpack_int(300, 7) == b"\x7f\xad\x01"

@@ -48,6 +48,8 @@ def test_kube_golden() -> None:
     assert "--tcp-socket=127.0.0.1:9000" in start and "--startup-exec=test" in start
     assert "--startup-failure-threshold=30" in start and "--liveness-initial-delay=5" in start
     assert argvs(api, "ExecReload", "pod-health@api.service")[0][-4:] == ["health.api", "/bin/sh", "-c", "kill -USR1 1"]
+    [start] = argvs(units["pod-health@rpc.service"], "ExecStart", "pod-health@rpc.service")
+    assert "--liveness-grpc=127.0.0.1:9090" in start and "--liveness-grpc-service=app.v1" in start
     # a container without probes is exactly what it was
     plain = keys(units["pod-health@plain.service"])["Service"]
     assert not {"WatchdogSec", "ExecReload", "TimeoutAbortSec"} & plain.keys()
@@ -101,7 +103,7 @@ def _kube(tmp_path: Path, container: str, annotations: str = "{}") -> None:
 
 
 @pytest.mark.parametrize("container, annotations, message", [
-    ("livenessProbe: {grpc: {port: 9000}}", "{}", "livenessProbe.grpc: gRPC probes are not supported"),
+    ("livenessProbe: {grpc: {port: grpc}}", "{}", "livenessProbe.grpc.port: expected an integer"),
     ("livenessProbe: {exec: {command: [x]}, successThreshold: 2}", "{}", "successThreshold: must be 1"),
     ("startupProbe: {exec: {command: [x]}, successThreshold: 3}", "{}", "must be 1 for liveness and startup"),
     ("livenessProbe: {exec: {command: [x]}, failureThreshold: 0}", "{}", "failureThreshold"),
