@@ -89,12 +89,12 @@ def bench_probe(env: PodmanEnv, work: Path, image: str, kind: str, period: float
              "exec": ["--liveness-exec=test", "--liveness-exec=-e", "--liveness-exec=/www/healthz"]}[kind]
     pidfile, cidfile = work / f"{kind}.pid", work / f"{kind}.cid"
     argv = [*podvisor(), "ready-probe", f"--pidfile={pidfile}", f"--cidfile={cidfile}",
-            f"--liveness-period={period}", "--liveness-timeout=2", "--on-failure=none",
+            f"--liveness-period={period}", "--liveness-timeout=2", "--liveness-failure-threshold=1000000",
             f"--state-file={work / (kind + '.health')}", *probe, "--",
             *global_args(env), "run", f"--name={name}", "--replace", "--rm", f"--cidfile={cidfile}",
             f"--conmon-pidfile={pidfile}", "--sdnotify=ignore", "--detach", image, *HTTPD]
     proc = subprocess.Popen(argv, env={**env.environ(), "NOTIFY_SOCKET": str(sock_path)},
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"{kind}.log", "w"))
     pings: list[float] = []
 
     def drain(until: float) -> None:
@@ -110,7 +110,7 @@ def bench_probe(env: PodmanEnv, work: Path, image: str, kind: str, period: float
         while not pings and time.monotonic() < deadline and proc.poll() is None:
             drain(time.monotonic() + 0.5)
         if not pings:
-            raise RuntimeError(f"{kind}: no passing attempt within 60s")
+            raise RuntimeError(f"{kind}: no passing attempt within 60s: " + (work / f"{kind}.log").read_text()[-2000:])
         drain(time.monotonic() + warmup)
         n0, (own0, kids0) = len(pings), cpu(proc.pid)
         drain(time.monotonic() + seconds)

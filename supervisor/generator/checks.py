@@ -12,13 +12,16 @@ import os
 import socket
 import subprocess
 import time
-from typing import Any
 
 CLONE_NEWNET = 0x40000000
 
 
 def enter_netns(fd: int) -> None:
     """Move this (single-threaded) process into network namespace `fd`."""
+    setns = getattr(os, "setns", None)  # Python >= 3.12
+    if setns is not None:
+        setns(fd, CLONE_NEWNET)
+        return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -51,7 +54,7 @@ def http_check(url: str, headers: list[tuple[str, str]], timeout: float) -> str 
     scheme, host, port, path = _split_url(url)
     shown = path.partition("?")[0]
     deadline = time.monotonic() + timeout
-    sock: Any = None
+    sock: socket.socket | None = None
     try:
         sock = socket.create_connection((host, port), timeout=_left(deadline))
         if scheme == "https":
@@ -61,7 +64,7 @@ def http_check(url: str, headers: list[tuple[str, str]], timeout: float) -> str 
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # as Kubernetes: probes do not verify certificates
             sock.settimeout(_left(deadline))
-            sock = ctx.wrap_socket(sock, server_hostname=host)
+            sock = ctx.wrap_socket(sock, server_hostname=host)  # type: ignore[union-attr]
         names = {k.lower() for k, _ in headers}
         lines = [f"GET {path} HTTP/1.0"]
         if "host" not in names:
@@ -215,7 +218,7 @@ def grpc_check(target: str, service: str, timeout: float) -> str | None:
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
     deadline = time.monotonic() + timeout
-    sock: Any = None
+    sock: socket.socket | None = None
     try:
         sock = socket.create_connection((host, int(port)), timeout=_left(deadline))
         sock.settimeout(_left(deadline))

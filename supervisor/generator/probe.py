@@ -28,18 +28,22 @@ with their times for `podvisor status`.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import checks
 
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
 KEEP_RESULTS = 10  # in the state file
 ACTIONS = ("none", "watchdog", "stop")
+LEAN_ENV = "PODVISOR_PROBE_LEAN"  # set in the re-executed lean process (see main)
 
 
 class ProbeSetupError(RuntimeError):
@@ -66,22 +70,26 @@ def log(message: str) -> None:
     print(f"podvisor ready-probe: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class Spec:
-    """One probe: what to check, and how often."""
+    """One probe: what to check, and how often. (Plain classes: dataclasses would import inspect
+    and ast into a process that lives as long as the container.)"""
 
-    role: str  # readiness | startup | liveness
-    exec_command: list[str]
-    http_get: str | None
-    http_headers: list[tuple[str, str]]
-    tcp_socket: str | None
-    initial_delay: float = 0.0
-    period: float = 10.0
-    timeout: float = 1.0
-    success_threshold: int = 1
-    failure_threshold: int = 3  # 0: unlimited (startup: until TimeoutStartSec=)
-    grpc: str | None = None
-    grpc_service: str = ""
+    def __init__(self, role: str, exec_command: list[str], http_get: str | None, http_headers: list[tuple[str, str]],
+                 tcp_socket: str | None, initial_delay: float = 0.0, period: float = 10.0, timeout: float = 1.0,
+                 success_threshold: int = 1, failure_threshold: int = 3, grpc: str | None = None,
+                 grpc_service: str = "") -> None:
+        self.role = role  # readiness | startup | liveness
+        self.exec_command = exec_command
+        self.http_get = http_get
+        self.http_headers = http_headers
+        self.tcp_socket = tcp_socket
+        self.initial_delay = initial_delay
+        self.period = period
+        self.timeout = timeout
+        self.success_threshold = success_threshold
+        self.failure_threshold = failure_threshold  # 0: unlimited (startup: until TimeoutStartSec=)
+        self.grpc = grpc
+        self.grpc_service = grpc_service
 
     @property
     def network(self) -> bool:
@@ -93,61 +101,118 @@ class Spec:
         return f"{self.role} probe ({what})"
 
 
-@dataclass
 class Options:
-    pidfile: str
-    cidfile: str
-    readiness: Spec | None
-    command: list[str]
-    startup: Spec | None = None
-    liveness: Spec | None = None
-    on_failure: str = "watchdog"
-    start_period: float = 0.0
-    state_file: str | None = None
+    def __init__(self, pidfile: str, cidfile: str, readiness: Spec | None, command: list[str],
+                 startup: Spec | None = None, liveness: Spec | None = None, on_failure: str = "watchdog",
+                 start_period: float = 0.0, state_file: str | None = None) -> None:
+        self.pidfile = pidfile
+        self.cidfile = cidfile
+        self.readiness = readiness
+        self.command = command
+        self.startup = startup
+        self.liveness = liveness
+        self.on_failure = on_failure
+        self.start_period = start_period
+        self.state_file = state_file
 
     @property
     def specs(self) -> list[Spec]:
         return [s for s in (self.startup, self.readiness, self.liveness) if s is not None]
 
 
-def _probe_arguments(p: argparse.ArgumentParser, prefix: str, what: str, success: bool, failure: bool) -> None:
-    d = prefix.replace("-", "_")
-    g = p.add_argument_group(f"{what} probe")
-    g.add_argument(f"--{prefix}initial-delay", dest=f"{d}initial_delay", type=float, default=0.0, metavar="SECONDS")
-    g.add_argument(f"--{prefix}period", dest=f"{d}period", type=float, default=10.0, metavar="SECONDS")
-    g.add_argument(f"--{prefix}timeout", dest=f"{d}timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="per attempt")
-    if success:
-        g.add_argument(f"--{prefix}success-threshold", dest=f"{d}success_threshold", type=int, default=1, metavar="N")
-    if failure:
-        g.add_argument(f"--{prefix}failure-threshold", dest=f"{d}failure_threshold", type=int, default=3, metavar="N")
-    g.add_argument(f"--{prefix}exec", dest=f"{d}exec_command", action="append", default=[], metavar="WORD",
-                   help="exec probe: one argv word per option, run with podman exec")
-    g.add_argument(f"--{prefix}http-get", dest=f"{d}http_get", metavar="URL", help="HTTP probe: 200-399 is success")
-    g.add_argument(f"--{prefix}http-header", dest=f"{d}http_headers", action="append", default=[],
-                   metavar="NAME: VALUE")
-    g.add_argument(f"--{prefix}tcp-socket", dest=f"{d}tcp_socket", metavar="HOST:PORT",
-                   help="TCP probe: a connection is success")
-    g.add_argument(f"--{prefix}grpc", dest=f"{d}grpc", metavar="HOST:PORT",
-                   help="gRPC probe (grpc.health.v1.Health/Check, cleartext): SERVING is success")
-    g.add_argument(f"--{prefix}grpc-service", dest=f"{d}grpc_service", default="", metavar="NAME")
+# --------------------------------------------------------------------------- options
+# One table for both parsers: argparse (`podvisor ready-probe --help`, the CLI's dispatch) and
+# parse_lean (the re-executed process, which must not import argparse).
+# option -> (dest, kind, default, metavar, help); kinds: str, float, int, list (append), choice
+
+_PROBE_OPTIONS = (
+    ("initial-delay", "initial_delay", "float", 0.0, "SECONDS", None),
+    ("period", "period", "float", 10.0, "SECONDS", None),
+    ("timeout", "timeout", "float", 1.0, "SECONDS", "per attempt"),
+    ("success-threshold", "success_threshold", "int", 1, "N", None),
+    ("failure-threshold", "failure_threshold", "int", 3, "N", None),
+    ("exec", "exec_command", "list", None, "WORD", "exec probe: one argv word per option, run with podman exec"),
+    ("http-get", "http_get", "str", None, "URL", "HTTP probe: 200-399 is success"),
+    ("http-header", "http_headers", "list", None, "NAME: VALUE", None),
+    ("tcp-socket", "tcp_socket", "str", None, "HOST:PORT", "TCP probe: a connection is success"),
+    ("grpc", "grpc", "str", None, "HOST:PORT", "gRPC probe (grpc.health.v1.Health/Check, cleartext): SERVING passes"),
+    ("grpc-service", "grpc_service", "str", "", "NAME", None),
+)
+_PREFIXES = (("", "readiness", {"failure-threshold"}), ("startup-", "startup", set()),
+             ("liveness-", "liveness", {"success-threshold"}))
+
+
+def _table() -> list[tuple[str, str, str, object, str, str | None, str]]:
+    rows = [("pidfile", "pidfile", "str", None, "PATH", "the monitor's PID file (podman --conmon-pidfile)", ""),
+            ("cidfile", "cidfile", "str", None, "PATH", "the container ID file (podman --cidfile)", ""),
+            ("state-file", "state_file", "str", None, "PATH", "keep the last probe results here (JSON)", ""),
+            ("on-failure", "on_failure", "choice", "watchdog", "ACTION",
+             "when the liveness probe fails failure-threshold times in a row: none, watchdog (default), stop", ""),
+            ("liveness-start-period", "liveness_start_period", "float", 0.0, "SECONDS",
+             "liveness failures this soon after the start do not count (Quadlet HealthStartPeriod)", "")]
+    for prefix, group, skip in _PREFIXES:
+        for name, dest, kind, default, metavar, help in _PROBE_OPTIONS:
+            if name not in skip:
+                rows.append((prefix + name, prefix.replace("-", "_") + dest, kind, default, metavar, help, group))
+    return rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pidfile", required=True, help="the monitor's PID file (podman --conmon-pidfile)")
-    p.add_argument("--cidfile", required=True, help="the container ID file (podman --cidfile)")
-    p.add_argument("--state-file", metavar="PATH", help="keep the last probe results here (JSON)")
-    p.add_argument("--on-failure", choices=ACTIONS, default="watchdog",
-                   help="when the liveness probe fails failure-threshold times in a row (default: watchdog)")
-    p.add_argument("--liveness-start-period", type=float, default=0.0, metavar="SECONDS",
-                   help="liveness failures this soon after the start do not count (Quadlet HealthStartPeriod)")
-    _probe_arguments(p, "", "readiness", True, False)
-    _probe_arguments(p, "startup-", "startup", True, True)
-    _probe_arguments(p, "liveness-", "liveness", False, True)
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- PODMAN [GLOBAL...] run ...")
+    groups = {g: p.add_argument_group(f"{g} probe") for _, g, _ in _PREFIXES}
+    for name, dest, kind, default, metavar, help, group in _table():
+        target = groups[group] if group else p
+        kw: dict[str, object] = {"dest": dest, "metavar": metavar, "help": help}
+        if kind == "list":
+            kw.update(action="append", default=[])
+        elif kind == "choice":
+            kw.update(choices=ACTIONS, default=default)
+        else:
+            kw.update(type={"float": float, "int": int, "str": str}[kind], default=default)
+        if name in ("pidfile", "cidfile"):
+            kw["required"] = True
+        target.add_argument(f"--{name}", **kw)  # type: ignore[arg-type]
+    p.add_argument("command", nargs="...", metavar="-- PODMAN [GLOBAL...] run ...")
 
 
-def _spec(args: argparse.Namespace, prefix: str, role: str) -> Spec | None:
+class _Namespace:
+    pass
+
+
+def parse_lean(argv: list[str]) -> _Namespace:
+    """`--name=value ... -- command` without argparse (the generator writes every option so)."""
+    table = {row[0]: row for row in _table()}
+    ns = _Namespace()
+    for _, dest, kind, default, *_ in table.values():
+        setattr(ns, dest, [] if kind == "list" else default)
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        name, sep, value = argv[i].removeprefix("--").partition("=")
+        row = table.get(name) if argv[i].startswith("--") else None
+        if row is not None and not sep and i + 1 < len(argv) and argv[i + 1] != "--":
+            i, sep, value = i + 1, "=", argv[i + 1]  # --name value
+        if row is None or not sep:
+            raise ProbeSetupError(f"{argv[i]!r}: expected --OPTION=VALUE (see podvisor ready-probe --help)")
+        dest, kind = row[1], row[2]
+        try:
+            if kind == "list":
+                getattr(ns, dest).append(value)
+            elif kind in ("float", "int"):
+                setattr(ns, dest, float(value) if kind == "float" else int(value))
+            elif kind == "choice" and value not in ACTIONS:
+                raise ValueError(value)
+            else:
+                setattr(ns, dest, value)
+        except ValueError:
+            raise ProbeSetupError(f"--{name}: invalid value {value!r}") from None
+        i += 1
+    for required in ("pidfile", "cidfile"):
+        if getattr(ns, required) is None:
+            raise ProbeSetupError(f"--{required} is required")
+    ns.command = argv[i:]  # type: ignore[attr-defined]
+    return ns
+
+
+def _spec(args: object, prefix: str, role: str) -> Spec | None:
     def get(name: str, default: object = None) -> object:
         return getattr(args, f"{prefix}{name}", default)
 
@@ -174,15 +239,17 @@ def _spec(args: argparse.Namespace, prefix: str, role: str) -> Spec | None:
     return s
 
 
-def options_from(args: argparse.Namespace) -> Options:
-    command = list(args.command)
+def options_from(args: object) -> Options:
+    command = list(args.command)  # type: ignore[attr-defined]
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         raise ProbeSetupError("no podman command after --")
-    opts = Options(args.pidfile, args.cidfile, _spec(args, "", "readiness"), command,
-                   startup=_spec(args, "startup_", "startup"), liveness=_spec(args, "liveness_", "liveness"),
-                   on_failure=args.on_failure, start_period=args.liveness_start_period, state_file=args.state_file)
+    a: object = args
+    opts = Options(a.pidfile, a.cidfile, _spec(a, "", "readiness"), command,  # type: ignore[attr-defined]
+                   startup=_spec(a, "startup_", "startup"), liveness=_spec(a, "liveness_", "liveness"),
+                   on_failure=a.on_failure, start_period=a.liveness_start_period,  # type: ignore[attr-defined]
+                   state_file=a.state_file)  # type: ignore[attr-defined]
     if not opts.specs:
         raise ProbeSetupError("give exactly one of --exec, --http-get, --tcp-socket, --grpc "
                               "(or a --startup-... or --liveness-... probe)")
@@ -218,19 +285,19 @@ tcp_probe = checks.tcp_check
 exec_probe = checks.exec_check
 
 
-@dataclass
 class Supervisor:
     """The probe loop's state: what systemd and the state file are told."""
 
-    opts: Options
-    notify: Notifier
-    prefix: list[str]
-    cid: str = ""
-    monitor: int = 0
-    results: list[dict[str, object]] = field(default_factory=list)
-    health: str = "starting"
-    status: str = ""
-    failures: int = 0
+    def __init__(self, opts: Options, notify: Notifier, prefix: list[str], cid: str = "", monitor: int = 0) -> None:
+        self.opts = opts
+        self.notify = notify
+        self.prefix = prefix
+        self.cid = cid
+        self.monitor = monitor
+        self.results: list[dict[str, object]] = []
+        self.health = "starting"
+        self.status = ""
+        self.failures = 0
 
     def attempt(self, spec: Spec) -> str | None:
         started, wall = time.monotonic(), time.time()
@@ -370,7 +437,7 @@ def run(opts: Options) -> int:
     prefix = podman_prefix(opts.command)
     notify = Notifier()
     podman_notifies = "--sdnotify=container" in opts.command
-    drop = {"WATCHDOG_USEC", "WATCHDOG_PID"} | (set() if podman_notifies else {"NOTIFY_SOCKET"})
+    drop = {"WATCHDOG_USEC", "WATCHDOG_PID", LEAN_ENV} | (set() if podman_notifies else {"NOTIFY_SOCKET"})
     env = {k: v for k, v in os.environ.items() if k not in drop}  # podman must stay silent
     rc = subprocess.run(opts.command, env=env, stdin=subprocess.DEVNULL).returncode
     if rc != 0:
@@ -413,9 +480,40 @@ def run(opts: Options) -> int:
     return sup.live(opts.liveness, started_at)
 
 
+# the lean process: no site packages, nothing but this package on the path (as the monitor starts)
+_LEAN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from supervisor.generator.probe import lean; sys.exit(lean())"
+
+
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def main(args: argparse.Namespace) -> int:
+    """The `podvisor ready-probe` handler. The probe lives as long as its container, so instead of
+    keeping the CLI's imports (argparse, logging, every subcommand's module) it re-executes itself
+    as a lean interpreter (-I -S) that imports only this module and checks.py."""
     try:
-        return run(options_from(args))
+        options_from(args)  # report bad options here, with the CLI's parser
+        argv = sys.argv[sys.argv.index("ready-probe") + 1:]
+    except ProbeSetupError as e:
+        log(str(e))
+        return 2
+    except ValueError:  # not called as `... ready-probe ...`: run in this process
+        argv = None
+    if argv is not None and os.environ.get(LEAN_ENV) != "0":
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-I", "-S", "-c", _LEAN, _package_root(), *argv],
+                  {**os.environ, LEAN_ENV: "1"})
+    return _guarded(lambda: run(options_from(args)))
+
+
+def lean() -> int:
+    return _guarded(lambda: run(options_from(parse_lean(sys.argv[1:]))))
+
+
+def _guarded(fn: Callable[[], int]) -> int:
+    try:
+        return fn()
     except ProbeSetupError as e:
         log(str(e))
         return 2

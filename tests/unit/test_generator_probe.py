@@ -312,3 +312,18 @@ def test_grpc_codec() -> None:
     assert checks.grpc_serving_status(b"") == 0 and checks.grpc_serving_status(b"\x08\x03") == 3
     assert checks.grpc_serving_status(b"\x12\x02ab\x08\x01") == 1  # unknown fields skipped
     assert checks._hpack_int(31, 4) == b"\x0f\x10" and checks._hpack_int(300, 7) == b"\x7f\xad\x01"
+
+
+def test_lean_parser_matches_argparse() -> None:
+    argv = ["--pidfile=p", "--cidfile", "c", "--liveness-http-get=http://127.0.0.1:80/x", "--liveness-period=2.5",
+            "--liveness-failure-threshold=4", "--liveness-http-header=A: b", "--liveness-http-header=C: d",
+            "--on-failure=stop", "--startup-exec=test", "--startup-exec=-e", "--startup-success-threshold=2",
+            "--exec=--exec=x", "--", "podman", "run", "--exec=not ours"]
+    a, b = probe.options_from(probe.parse_lean(argv)), parse(*argv)
+    assert vars(a.liveness) == vars(b.liveness) and vars(a.startup) == vars(b.startup)
+    assert vars(a.readiness) == vars(b.readiness) and a.readiness is not None and a.readiness.exec_command == ["--exec=x"]
+    assert (a.command, a.on_failure, a.pidfile, a.cidfile) == (b.command, b.on_failure, "p", "c")
+    with pytest.raises(probe.ProbeSetupError, match="--liveness-period: invalid value"):
+        probe.parse_lean(["--pidfile=p", "--cidfile=c", "--liveness-period=soon", "--", "podman", "run"])
+    with pytest.raises(probe.ProbeSetupError, match="--bogus=1"):
+        probe.parse_lean(["--bogus=1"])
