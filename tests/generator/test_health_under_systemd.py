@@ -8,7 +8,9 @@ printed (pytest -s) and kept in bench/ by bench/bench_probe.py, not asserted as 
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from supervisor.generator import health
 from .harness import GeneratorSandbox
 from .test_under_systemd import IMAGE, gen, pytestmark  # noqa: F401  (the module's sandbox and marks)
 
+PODVISOR = str(Path(sys.executable).parent / "podvisor")  # the venv's (scripts/install.sh), for ps/status/reload
 PERIOD, THRESHOLD, TIMEOUT = 1, 3, 1
 BOUND = PERIOD * THRESHOLD + TIMEOUT
 LIVE = f"""\
@@ -115,9 +118,27 @@ def test_liveness_restarts_a_failing_and_a_hung_container(gen: GeneratorSandbox)
         assert latency <= BOUND + 1.5
         _restarted(gen, unit, 1)
 
-        # systemctl reload: the signal reaches the container
+        # systemctl reload, and podvisor reload: the signal reaches the container
         gen.sh(f"systemctl reload {unit}")
         _wait("the HUP", lambda: "hup" in gen.sh("podman exec live.web cat /www/hups", check=False).stdout, 10)
+        out = gen.sh(f"{PODVISOR} reload live web").stdout
+        assert out.strip() == f"reloaded {unit}"
+        _wait("2 HUPs", lambda: gen.sh("podman exec live.web cat /www/hups", check=False).stdout.count("hup") == 2, 10)
+        res = gen.sh(f"{PODVISOR} reload live plain", check=False)
+        assert res.returncode == 1 and "pod-live@plain.service cannot reload" in res.stderr
+
+        # visible health: ps, status, --json
+        _wait("healthy", lambda: gen.props(unit, "StatusText")["StatusText"] == "healthy", 20)
+        pods = json.loads(gen.sh(f"{PODVISOR} ps live --json").stdout)["pods"]
+        health_of = {c["name"]: c["health"] for c in pods[0]["containers"]}
+        assert health_of == {"web": "healthy", "plain": None}
+        table = gen.sh(f"{PODVISOR} ps live").stdout.splitlines()
+        col = table[0].split().index("HEALTH") + 1  # STATE is two words
+        assert [ln.split()[col] for ln in table[1:]][-2:] == ["healthy", "-"], table
+        detail = json.loads(gen.sh(f"{PODVISOR} status live --json").stdout)
+        probes = next(c for c in detail["containers"] if c["name"] == "web")["probes"]
+        assert probes and probes[-1]["probe"] == "liveness" and probes[-1]["ok"] is True and probes[-1]["time"]
+        assert "Health: healthy" in gen.sh(f"{PODVISOR} status live").stdout
 
         # a stop is not a liveness failure
         gen.sh("systemctl stop pod-live.service")
@@ -225,3 +246,63 @@ RestartSec=1
     finally:
         gen.sh("systemctl stop pod-hq.service", check=False)
         gen.sh(f"{gen.podvisor} uninstall hq", check=False)
+
+
+GRPC_SERVER = """\
+import os, sys, time
+from concurrent import futures
+import grpc
+
+flag = sys.argv[2]
+
+def check(request, context):
+    return b"\\x08\\x02" if os.path.exists(flag) else b"\\x08\\x01"  # NOT_SERVING / SERVING
+
+handler = grpc.method_handlers_generic_handler(
+    "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+
+def test_grpc_liveness(gen: GeneratorSandbox) -> None:
+    """A real gRPC health server (grpcio, in the sandbox's network, shared by a hostNetwork pod)."""
+    server = gen.write("grpc_server.py", GRPC_SERVER)
+    flag = "/run/pvt-grpc-not-serving"
+    gen.sh(f"rm -f {flag}; systemd-run --unit=pvt-grpc {sys.executable} {server} 18555 {flag}")
+    gen.install(gen.write("rpc.yaml", f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: rpc, annotations: {{podvisor.io/restart-sec: "1"}}}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {IMAGE}
+    args: [sleep, infinity]
+    livenessProbe:
+      grpc: {{port: 18555}}
+      periodSeconds: 1
+      failureThreshold: 2
+"""))
+    unit = "pod-rpc@app.service"
+    try:
+        _wait("the gRPC server", lambda: gen.sh("ss -ltn | grep -q ':18555 '", check=False).returncode == 0, 30)
+        gen.sh("systemctl start pod-rpc.service")
+        _wait("healthy", lambda: gen.props(unit, "StatusText")["StatusText"] == "healthy", 20)
+        broke_at = time.time()
+        gen.sh(f"touch {flag}")
+        latency, _ = _watchdog_latency(gen, unit, broke_at)
+        gen.sh(f"rm -f {flag}")
+        _restarted(gen, unit, 0)
+        text = "\n".join(str(e.get("MESSAGE", "")) for e in _journal(gen, unit, broke_at - 1))
+        assert "unhealthy (2/2 failed: gRPC status NOT_SERVING)" in text, text
+        print(f"\ngRPC NOT_SERVING: detected after {latency:.2f}s, bound {1 * 2 + 1}s")
+        assert latency <= 1 * 2 + 1 + 1.5
+    finally:
+        gen.sh("systemctl stop pod-rpc.service pvt-grpc.service", check=False)
+        gen.sh(f"{gen.podvisor} uninstall rpc", check=False)
