@@ -229,6 +229,20 @@ ReloadCmd=/bin/sh -c "kill -USR1 1"
 Restart=on-failure
 RestartSec=1
 """)
+    (d / "stopper.container").write_text(f"""\
+[Container]
+Image={IMAGE}
+Pod=hq.pod
+Exec=sh -c 'touch /tmp/ok; while :; do sleep 0.2; done'
+HealthCmd=test -e /tmp/ok
+HealthInterval=1s
+HealthRetries=1
+HealthOnFailure=stop
+
+[Service]
+Restart=always
+RestartSec=1
+""")
     gen.sh(f"{gen.podvisor} install {d / 'hq.pod'} --podvisor={gen.podvisor}")
     unit = "pod-hq@web.service"
     try:
@@ -246,6 +260,17 @@ RestartSec=1
         print(f"\nQuadlet exec check: detected {latency - broken:.2f}-{latency:.2f}s after the break, bound {1 * 2 + 2}s")
         assert latency <= 1 * 2 + 2 + 1.5
         _restarted(gen, unit, 0)
+
+        # HealthOnFailure=stop: stopped for good, even with Restart=always
+        stopper = "pod-hq@stopper.service"
+        _wait("stopper healthy", lambda: gen.props(stopper, "StatusText")["StatusText"] == "healthy", 20)
+        gen.sh("podman exec hq.stopper rm /tmp/ok")
+        _wait("stopper stopped", lambda: gen.props(stopper, "ActiveState")["ActiveState"] == "inactive", 40)
+        time.sleep(3)  # RestartSec=1: a restart would have come by now
+        p = gen.props(stopper, "ActiveState", "NRestarts", "Result")
+        assert p == {"ActiveState": "inactive", "NRestarts": "0", "Result": "success"}, p
+        log = gen.sh(f"journalctl --no-pager -u {stopper}").stdout
+        assert "failed 1 times in a row (every 1s, timeout 30s): test -e /tmp/ok: exit status 1; stopping the unit" in log
     finally:
         gen.sh("systemctl stop pod-hq.service", check=False)
         gen.sh(f"{gen.podvisor} uninstall hq", check=False)
