@@ -7,7 +7,7 @@ the main PID (the monitor, which forwards SIGTERM to the container: a graceful s
 kubelet does), SIGKILLs what is left after TimeoutAbortSec= (the grace period), runs
 ExecStopPost= (which force-removes the container) and restarts per Restart=. WatchdogSec= is the
 backstop should the probe process itself hang or die: longer than the worst case for a failing
-probe (period x threshold + timeout), so the trigger, with its message, always comes first.
+probe (max(period, timeout) x threshold + timeout), so the trigger, with its message, comes first.
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ def wrapped(c: Container) -> bool:
 
 
 def detection_bound(p: Probe) -> float:
-    """Worst case from a probe's first failure to the action: the failing attempt starts at most
-    one period after the last good one, then threshold - 1 more periods, the last one timing out."""
-    return p.period * p.failure_threshold + p.timeout
+    """Worst case from the moment a container goes bad to the action. Attempts start every
+    max(period, duration) and last at most `timeout`: the first failing one starts at most one such
+    interval after the last good one, then threshold - 1 more, the last one taking its timeout."""
+    return max(p.period, p.timeout) * p.failure_threshold + p.timeout
 
 
 def watchdog_sec(p: Probe) -> int:

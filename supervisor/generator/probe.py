@@ -17,7 +17,7 @@ A probed container's unit runs (``Type=notify``, ``NotifyAccess=all``)::
    ``failure-threshold`` failures in a row the action (``--on-failure``): ``watchdog`` sends
    ``WATCHDOG=trigger`` (systemd >= 243 stops the unit with result "watchdog" and restarts it per
    Restart=); ``stop`` stops the unit; ``none`` only reports. The unit's WatchdogSec= exceeds
-   period x threshold + timeout, so if this process itself hangs or dies the pings stop and
+   max(period, timeout) x threshold + timeout, so if this process itself hangs or dies the pings stop and
    systemd acts anyway.
 
 One process, no threads: every attempt is bounded by its timeout (checks.py), so a hung

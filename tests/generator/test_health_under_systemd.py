@@ -2,7 +2,7 @@
 
 Detection latency is measured from the moment a test breaks the container (host clock, shared
 with the sandbox) to systemd's own journal entry for the watchdog request, and compared with the
-configured bound (period x failureThreshold + timeout, generator/health.py); the figures are
+configured bound (max(period, timeout) x failureThreshold + timeout, generator/health.py); the figures are
 printed (pytest -s) and kept in bench/ by bench/bench_probe.py, not asserted as timings beyond the bound.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_liveness_restarts_a_failing_and_a_hung_container(gen: GeneratorSandbox)
         assert "Failed with result 'watchdog'" in text
         print(f"\nHTTP failure: detected {latency - broken:.2f}-{latency:.2f}s after the break (podman exec took "
               f"{broken:.2f}s), bound {BOUND}s; WatchdogSec {BOUND + health.WATCHDOG_MARGIN:g}s")
-        assert latency <= BOUND + 1.5
+        assert latency - broken <= BOUND + 1.0
         assert gen.props("pod-live@plain.service", "MainPID")["MainPID"] == plain["MainPID"]  # left alone
 
         # the container hangs: every process in it stopped
@@ -216,9 +216,9 @@ Pod=hq.pod
 Exec=sh -c 'sleep 2; touch /tmp/started; trap "echo reloaded >> /tmp/r" USR1; while :; do sleep 0.2; done'
 Notify=healthy
 HealthCmd=test -e /tmp/started -a ! -e /tmp/broken
-HealthInterval=1s
+HealthInterval=2s
 HealthRetries=2
-HealthTimeout=2s
+HealthTimeout=5s
 HealthOnFailure=kill
 HealthStartupCmd=test -e /tmp/started
 HealthStartupInterval=1s
@@ -257,8 +257,9 @@ RestartSec=1
         broken = time.time() - broke_at
         latency, messages = _watchdog_latency(gen, unit, broke_at)
         assert "unhealthy (2/2 failed: test -e /tmp/started -a ! -e /tmp/broken: exit status 1)" in "\n".join(messages)
-        print(f"\nQuadlet exec check: detected {latency - broken:.2f}-{latency:.2f}s after the break, bound {1 * 2 + 2}s")
-        assert latency <= 1 * 2 + 2 + 1.5
+        bound = max(2, 5) * 2 + 5  # podman exec is slow here: a timeout above the interval
+        print(f"\nQuadlet exec check: detected {latency - broken:.2f}-{latency:.2f}s after the break, bound {bound}s")
+        assert latency - broken <= bound + 1.0
         _restarted(gen, unit, 0)
 
         # HealthOnFailure=stop: stopped for good, even with Restart=always
@@ -271,6 +272,9 @@ RestartSec=1
         assert p == {"ActiveState": "inactive", "NRestarts": "0", "Result": "success"}, p
         log = gen.sh(f"journalctl --no-pager -u {stopper}").stdout
         assert "failed 1 times in a row (every 1s, timeout 30s): test -e /tmp/ok: exit status 1; stopping the unit" in log
+    except BaseException:
+        print(gen.sh(f"journalctl --no-pager -o short-precise -u {unit} | grep -v ' podman\\['", check=False).stdout[-6000:])
+        raise
     finally:
         gen.sh("systemctl stop pod-hq.service", check=False)
         gen.sh(f"{gen.podvisor} uninstall hq", check=False)

@@ -150,3 +150,5 @@ def test_detection_bound() -> None:
 
     p = Probe("http", port=80, period=2, timeout=1, failure_threshold=3)
     assert health.detection_bound(p) == 7 and health.watchdog_sec(p) == 12
+    slow = Probe("exec", command=("x",), period=1, timeout=5, failure_threshold=2)  # attempts never overlap
+    assert health.detection_bound(slow) == 15 and health.watchdog_sec(slow) == 20
