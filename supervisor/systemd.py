@@ -152,8 +152,9 @@ class Systemd:
             return ""  # the job finished in between
 
     def enqueue(self, verb: str, unit: str) -> str:
-        """StartUnit/StopUnit/RestartUnit in "replace" mode; returns the job's object path."""
-        method = {"start": b"StartUnit", "stop": b"StopUnit", "restart": b"RestartUnit"}[verb]
+        """StartUnit/StopUnit/RestartUnit/ReloadUnit in "replace" mode; returns the job's object path."""
+        method = {"start": b"StartUnit", "stop": b"StopUnit", "restart": b"RestartUnit",
+                  "reload": b"ReloadUnit"}[verb]
         return str(decode(self.manager(method, b"ss", unit.encode(), b"replace", what=f"{verb} {unit}")))
 
     def active_state(self, unit: str) -> str:

@@ -11,6 +11,8 @@ hostcheck   host ports in use, missing images
 install     podvisor install / uninstall (unit files + daemon-reload)
 (systemd calls go through supervisor/systemd.py, shared with the management commands)
 sdgen       the systemd generator for /etc/containers/systemd/
-probe       podvisor ready-probe: "healthy" readiness for podman 4.3.1
+probe       podvisor ready-probe: readiness, startup and liveness probes for podman 4.3.1
+checks      one probe attempt each (exec, HTTP, TCP), bounded by its timeout, no threads
+health      liveness/startup/reload -> ready-probe options and [Service] lines (WatchdogSec=, ExecReload=)
 command     the podvisor subcommands
 """

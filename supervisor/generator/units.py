@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from supervisor.pods import quantity
 from supervisor.pods.model import Container, Pod, Port, Probe, Readiness, Restart, Verbatim
 
-from . import escape, naming
+from . import escape, health, naming
 from .settings import Settings
 
 START_LIMIT_INTERVAL = 300  # seconds; with StartLimitBurst: a crash-looping unit gives up
@@ -180,13 +180,17 @@ def run_argv(pod: Pod, c: Container, settings: Settings) -> list[str]:
     sdnotify = {Readiness.CONMON: "conmon", Readiness.CONTAINER: "container",
                 # podman 4.3.1 has no "healthy": `podvisor ready-probe` sends MAINPID and READY
                 Readiness.HEALTHY: "ignore"}[c.readiness]
+    if health.wrapped(c) and c.readiness is Readiness.CONMON:
+        sdnotify = "ignore"  # the probe sends MAINPID and READY (after a startup probe)
     argv = settings.podman_argv(
         "run", f"--name={naming.podman_container(pod.name, c.name)}", "--replace", "--rm",
         _v(f"--cidfile={naming.CIDFILE}"), _v(f"--pod-id-file={naming.pod_id_file(pod.name)}"),
         "--cgroups=no-conmon", f"--sdnotify={sdnotify}", "--detach")
-    if c.readiness is Readiness.HEALTHY:
+    if health.wrapped(c):
         argv.append(_v(f"--conmon-pidfile={naming.PIDFILE}"))
     argv.append(f"--stop-timeout={c.stop_timeout}")
+    if (c.health.liveness or c.health.startup) and "--no-healthcheck" not in c.podman_args:
+        argv.append("--no-healthcheck")  # podman reports no health of its own (an image HEALTHCHECK)
     if c.pull:
         argv.append(f"--pull={c.pull}")
     r = c.resources
@@ -223,11 +227,13 @@ def run_argv(pod: Pod, c: Container, settings: Settings) -> list[str]:
     return argv
 
 
-def probe_argv(p: Probe, settings: Settings) -> list[str]:
-    """`podvisor ready-probe` options for `p` (everything before the `--`)."""
-    argv = [settings.podvisor, "ready-probe", _v(f"--pidfile={naming.PIDFILE}"), _v(f"--cidfile={naming.CIDFILE}"),
-            f"--initial-delay={_seconds(p.initial_delay)}", f"--period={_seconds(p.period)}",
-            f"--timeout={_seconds(p.timeout)}", f"--success-threshold={p.success_threshold}"]
+def probe_argv(p: Probe | None, settings: Settings) -> list[str]:
+    """`podvisor ready-probe` options for readiness probe `p` (everything before the `--`)."""
+    argv = [settings.podvisor, "ready-probe", _v(f"--pidfile={naming.PIDFILE}"), _v(f"--cidfile={naming.CIDFILE}")]
+    if p is None:
+        return argv
+    argv += [f"--initial-delay={_seconds(p.initial_delay)}", f"--period={_seconds(p.period)}",
+             f"--timeout={_seconds(p.timeout)}", f"--success-threshold={p.success_threshold}"]
     host = p.host or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
@@ -236,6 +242,10 @@ def probe_argv(p: Probe, settings: Settings) -> list[str]:
     elif p.kind == "http":
         argv.append(f"--http-get={p.scheme}://{host}:{p.port}{p.path}")
         argv += [f"--http-header={k}: {v}" for k, v in p.headers]
+    elif p.kind == "grpc":
+        argv.append(f"--grpc={host}:{p.port}")
+        if p.service:
+            argv.append(f"--grpc-service={p.service}")
     else:
         argv.append(f"--tcp-socket={host}:{p.port}")
     return argv
@@ -244,9 +254,9 @@ def probe_argv(p: Probe, settings: Settings) -> list[str]:
 def _container(pod: Pod, c: Container, settings: Settings) -> UnitContext:
     name = naming.container_unit(pod.name, c.name)
     run = run_argv(pod, c, settings)
-    if c.readiness is Readiness.HEALTHY:
-        assert c.probe is not None
-        start = escape.command(probe_argv(c.probe, settings) + ["--"] + run)
+    if health.wrapped(c):
+        readiness = c.probe if c.readiness is Readiness.HEALTHY else None
+        start = escape.command(probe_argv(readiness, settings) + health.probe_argv(c) + ["--"] + run)
     else:
         start = escape.command(run)
     mounts = [v.path for m in c.mounts if (v := pod.volume(m.volume)) is not None and v.kind == "hostPath"]
@@ -267,6 +277,7 @@ def _container(pod: Pod, c: Container, settings: Settings) -> UnitContext:
         "stop_post": escape.command(settings.podman_argv("rm", "--force", "--ignore", "--time=0",
                                                          _v(f"--cidfile={naming.CIDFILE}")), prefix="-"),
         "extra_unit": _extra(c.unit_lines.unit),
+        "health_service": health.service_lines(c, settings.podman_argv(), naming.podman_container(pod.name, c.name)),
         "extra_service": _extra(c.unit_lines.service),
     })
     return UnitContext(name, "container.service.j2", values)

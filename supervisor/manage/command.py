@@ -103,6 +103,24 @@ def register(subparsers: Any) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         p.set_defaults(handler=_reporting(functools.partial(_control, verb)))
 
+    rl = subparsers.add_parser("reload", help="reload a pod's containers (their ExecReload=: a signal or a command)",
+                               description="Run `systemctl reload` on pod-POD@CONTAINER.service (every container "
+                                           "of POD that can reload, if none is named) and wait for it.")
+    rl.add_argument("pod", metavar="POD")
+    rl.add_argument("containers", nargs="*", metavar="CONTAINER")
+    rl.add_argument("--timeout", type=_positive, default=90.0, metavar="SECONDS", help="default 90")
+    rl.set_defaults(handler=_reporting(_reload))
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from . import reload
+    from ..systemd import Systemd
+
+    with Systemd.connect() as sd:
+        done = reload.run(sd, args.pod, args.containers, timeout=args.timeout)
+    print(f"reloaded {' '.join(done)}")
+    return 0
+
 
 @_reporting
 def _ps(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from supervisor.generator import naming
 
-from . import fmt, journal, views
+from . import fmt, health, journal, views
 from ..systemd import Systemd
 from .inventory import Inventory, collect
 from .model import ContainerStatus, PodStatus, UnitStatus
@@ -121,6 +121,7 @@ def to_json(d: Details) -> str:
     for c, cj in zip(d.pod.members, [data["infra"], *data["containers"]] if data["infra"] else data["containers"]):
         cj["last_failure"] = _event(d.failures.get(c.unit.name))
         cj["last_oom"] = _event(d.ooms.get(c.unit.name))
+        cj["probes"] = [{**r, "time": fmt.iso(r.get("time"))} for r in health.results(c.unit.name)]
     data["log"] = [{"time": fmt.iso(x.time), "container": x.container or None, "identifier": x.identifier,
                     "message": x.text} for x in d.lines]
     data["warnings"] = d.warnings
@@ -178,6 +179,7 @@ def _container_text(c: ContainerStatus, d: Details, pal: fmt.Palette, now: float
         lines.append(f"{pad}Ready: {pal('yes', 'green') if c.ready else pal('no', 'red')}")
     if u.status_text:
         lines.append(f"{pad}Status: {u.status_text}")
+    lines.extend(_probe_lines(c, pad))
     ids = f"monitor {u.main_pid or '-'}"
     if c.podman:
         ids += f", container {c.podman.pid or '-'} ({c.podman.id[:12]}, {c.podman.state}), image {c.podman.image}"
@@ -191,3 +193,17 @@ def _container_text(c: ContainerStatus, d: Details, pal: fmt.Palette, now: float
         oom = d.ooms.get(u.name)
         lines.append(f"{pad}Last OOM: {pal(_event_text(oom), 'red') if oom else '-'}")
     return lines
+
+
+def _probe_lines(c: ContainerStatus, pad: str, n: int = 3) -> list[str]:
+    """Health and the last probe attempts (ready-probe's state file), newest last."""
+    state, last = health.health(c), health.results(c.unit.name)[-n:]
+    if not state and not last:
+        return []
+    out = [f"{pad}Health: {state or '-'}"]
+    for r in last:
+        t = r.get("time")
+        stamp = fmt.timestamp(t)[:19] if isinstance(t, (int, float)) else "?"
+        verdict = "ok" if r.get("ok") else f"failed: {r.get('detail')}"
+        out.append(f"{pad}  {stamp} {r.get('probe')} probe {verdict} ({r.get('took')}s)")
+    return out

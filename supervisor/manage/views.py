@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import health
 from .fmt import iso
 from .model import ContainerStatus, PodmanContainer, PodStatus, PortMapping, UnitStatus, Usage
 
@@ -53,7 +54,7 @@ def usage_json(u: Usage | None) -> dict[str, Any]:
 
 
 def container_json(c: ContainerStatus, now: float) -> dict[str, Any]:
-    return {"name": c.name, "podman_name": c.podman_name, "ready": c.ready,
+    return {"name": c.name, "podman_name": c.podman_name, "ready": c.ready, "health": health.health(c) or None,
             **unit_json(c.unit, now), **usage_json(c.usage), "podman": podman_json(c.podman)}
 
 

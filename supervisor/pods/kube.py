@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import quantity, validate
+from . import health, quantity, validate
 from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
                     Resources, Restart, Volume)
 from .yamlnodes import Node, load_documents
@@ -25,6 +25,7 @@ OPTIONS = {
     "start-timeout": ("container", "seconds (or 'infinity') the container may take to become ready"),
     "restart-sec": ("pod", "seconds systemd waits before restarting a container (default 5)"),
     "network": ("pod", "podman network(s) for the pod, comma-separated (`pod create --network`)"),
+    **health.KUBE_OPTIONS,
     "wanted-by": ("pod", "space-separated targets whose start pulls the pod in (default multi-user.target)"),
 }
 DEFAULT_WANTED_BY = ("multi-user.target",)
@@ -50,8 +51,6 @@ _PODSPEC_IGNORED = {
     "topologySpreadConstraints": _SCHEDULING, "runtimeClassName": "ignored: the runtime is podman's",
 }
 _CONTAINER_IGNORED = {
-    "livenessProbe": "ignored: systemd restarts a container when it exits, not on probe failures",
-    "startupProbe": "ignored: use readinessProbe, which gates the unit's start",
     "terminationMessagePath": "ignored", "terminationMessagePolicy": "ignored",
     "stdin": "ignored: units run without a terminal", "stdinOnce": "ignored: units run without a terminal",
     "tty": "ignored: units run without a terminal",
@@ -317,7 +316,8 @@ class _Reader:
                   meta: dict[str, Any], grace: int) -> tuple[Container, list[Port]]:
         fields = self.mapping(node, {"name", "image", "command", "args", "env", "ports", "volumeMounts",
                                      "resources", "readinessProbe", "workingDir", "imagePullPolicy",
-                                     "securityContext", "envFrom", "lifecycle"}, _CONTAINER_IGNORED)
+                                     "securityContext", "envFrom", "lifecycle", *health.CONTAINER_FIELDS},
+                              _CONTAINER_IGNORED)
         if "image" not in fields:
             raise DefinitionError(node.loc.child("image"), "missing")
         for unsupported, why in (("envFrom", "needs ConfigMaps/Secrets, which podvisor does not have; use env"),
@@ -365,7 +365,8 @@ class _Reader:
             start_timeout = float("inf") if value == "infinity" else self.seconds(value, oloc)
         annotations = tuple(sorted((k, v) for k, v in meta["annotations"].items()
                                    if not k.startswith(ANNOTATION_PREFIX)))
-        c = Container(name=name, image=image, entrypoint=entrypoint, args=args, env=env, workdir=workdir,
+        probes = health.from_kube(self, fields, ports, option, readiness, start_timeout)
+        c = Container(health=probes, name=name, image=image, entrypoint=entrypoint, args=args, env=env, workdir=workdir,
                       mounts=mounts, resources=resources, probe=probe, readiness=readiness, pull=pull,
                       stop_timeout=grace, start_timeout=start_timeout,
                       labels=tuple(sorted(meta["labels"].items())), annotations=annotations,
@@ -499,27 +500,31 @@ class _Reader:
             out.append("--security-opt=no-new-privileges")
         return tuple(out)
 
-    def probe(self, node: Node, ports: list[Port]) -> Probe:
-        handlers = ("exec", "httpGet", "tcpSocket")
+    def probe(self, node: Node, ports: list[Port], role: str = "readiness") -> Probe:
+        """A readinessProbe, or (role liveness/startup, see pods/health.py) one whose failures count."""
+        handlers = ("exec", "httpGet", "tcpSocket", "grpc")
         fields = self.mapping(node, {*handlers, "initialDelaySeconds", "periodSeconds", "timeoutSeconds",
-                                     "successThreshold", "failureThreshold", "grpc",
-                                     "terminationGracePeriodSeconds"})
-        if "grpc" in fields:
-            raise DefinitionError(fields["grpc"].loc, "gRPC probes are not supported; use exec, httpGet or tcpSocket")
-        if "failureThreshold" in fields:
+                                     "successThreshold", "failureThreshold", "terminationGracePeriodSeconds"})
+        failure_threshold = 3
+        if role != "readiness":
+            from . import health
+
+            failure_threshold = health.check_thresholds(self, fields)
+        elif "failureThreshold" in fields:
             self.integer(fields["failureThreshold"], 1, 2 ** 31)
             self.warn(fields["failureThreshold"].loc, "ignored: the probe only decides when the container is "
                                                       "first ready (its unit's start); it is not run afterwards")
-        if "terminationGracePeriodSeconds" in fields:
+        if "terminationGracePeriodSeconds" in fields and role == "readiness":
             raise DefinitionError(fields["terminationGracePeriodSeconds"].loc, "not supported for readiness probes")
         given = [h for h in handlers if h in fields]
         if len(given) != 1:
-            raise DefinitionError(node.loc, "expected exactly one of exec, httpGet, tcpSocket")
+            raise DefinitionError(node.loc, "expected exactly one of exec, httpGet, tcpSocket, grpc")
         timing = {"initial_delay": ("initialDelaySeconds", 0, 0), "period": ("periodSeconds", 10, 1),
                   "timeout": ("timeoutSeconds", 1, 1), "success_threshold": ("successThreshold", 1, 1)}
         common: dict[str, Any] = {attr: float(self.integer(fields[key], low, 86400)) if key in fields else float(default)
                                   for attr, (key, default, low) in timing.items()}
         common["success_threshold"] = int(common["success_threshold"])
+        common["failure_threshold"] = failure_threshold
         sub = fields[given[0]]
         if given[0] == "exec":
             ex = self.mapping(sub, {"command"})
@@ -546,6 +551,12 @@ class _Reader:
                 headers.append((hname, hvalue))
             return Probe("http", port=self.probe_port(hg, sub, ports), host=self.probe_host(hg), path=path,
                          scheme=scheme.lower(), headers=tuple(headers), loc=node.loc, **common)
+        if given[0] == "grpc":  # grpc.health.v1.Health/Check; Kubernetes allows no named port here
+            gr = self.mapping(sub, {"port", "service"})
+            if "port" not in gr:
+                raise DefinitionError(sub.loc.child("port"), "missing")
+            service = self.string(gr["service"]) if "service" in gr else ""
+            return Probe("grpc", port=self.integer(gr["port"], 1, 65535), service=service, loc=node.loc, **common)
         ts = self.mapping(sub, {"port", "host"})
         return Probe("tcp", port=self.probe_port(ts, sub, ports), host=self.probe_host(ts), loc=node.loc, **common)
 

@@ -85,18 +85,42 @@ class Port:
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # "exec" | "http" | "tcp"
+    kind: str  # "exec" | "http" | "tcp" | "grpc"
     command: tuple[str, ...] = ()  # exec
     port: int = 0                  # http, tcp
     host: str = ""                 # http, tcp; "" = the pod's loopback
     path: str = "/"                # http
     scheme: str = "http"           # http | https
     headers: tuple[tuple[str, str], ...] = ()
+    service: str = ""              # grpc: the service name asked about ("" = the server as a whole)
     initial_delay: float = 0.0
     period: float = 10.0
     timeout: float = 1.0
     success_threshold: int = 1
+    failure_threshold: int = 3     # liveness/startup: consecutive failures that count as failed
     loc: Loc = field(default=Loc(""), compare=False)
+
+
+class OnFailure(enum.Enum):
+    """What a failed liveness probe does (Quadlet's HealthOnFailure=; Kubernetes: kill)."""
+
+    NONE = "none"        # only STATUS= and `podvisor ps` say unhealthy
+    KILL = "kill"        # WATCHDOG=trigger: systemd stops the unit and restarts it per Restart=
+    RESTART = "restart"  # the same, with Restart=on-watchdog unless the unit sets Restart= itself
+    STOP = "stop"        # the unit is stopped and stays stopped
+
+
+@dataclass(frozen=True)
+class Health:
+    """Probes beyond readiness, and reload (see supervisor/pods/health.py)."""
+
+    liveness: Probe | None = None
+    startup: Probe | None = None
+    on_failure: OnFailure = OnFailure.KILL
+    start_period: float = 0.0          # liveness failures in the first seconds do not count (Quadlet)
+    kill_grace: int | None = None      # seconds from SIGTERM to SIGKILL on a liveness kill; None: stop_timeout
+    reload_command: tuple[str, ...] = ()  # ExecReload= runs it with podman exec
+    reload_signal: str = ""            # ExecReload= sends it with podman kill --signal
 
 
 @dataclass(frozen=True)
@@ -150,6 +174,7 @@ class Container:
     resources: Resources = Resources()
     probe: Probe | None = None
     readiness: Readiness = Readiness.CONMON
+    health: Health = Health()
     pull: str | None = None          # podman --pull: always | missing | never; None: podman's default
     stop_timeout: int = 10           # seconds between the stop signal and SIGKILL
     start_timeout: float | None = None  # TimeoutStartSec; None: systemd's default

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import validate
+from . import health, validate
 from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
                     Restart, UnitLines, Verbatim, Volume)
 from .unitfile import Section, SyntaxProblem, read_unit, split_words
@@ -43,10 +43,7 @@ CONTAINER_FLAGS: dict[str, tuple[str, str]] = {
     "Tmpfs": ("--tmpfs", "multi"), "Ulimit": ("--ulimit", "multi"), "Memory": ("--memory", "multi"),
     "Pull": ("--pull", "multi"), "SeccompProfile": ("--security-opt=seccomp", "multi"),
     "Mask": ("--security-opt=mask", "multi"), "Unmask": ("--security-opt=unmask", "multi"),
-    "HealthCmd": ("--health-cmd", "multi"), "HealthInterval": ("--health-interval", "multi"),
-    "HealthRetries": ("--health-retries", "multi"), "HealthStartPeriod": ("--health-start-period", "multi"),
-    "HealthTimeout": ("--health-timeout", "multi"), "HealthOnFailure": ("--health-on-failure", "multi"),
-}
+}  # Health* and Reload*: pods/health.py
 CONTAINER_BOOLS = {"ReadOnly": "--read-only", "RunInit": "--init", "EnvironmentHost": "--env-host",
                    "NoNewPrivileges": "--security-opt=no-new-privileges",
                    "SecurityLabelDisable": "--security-opt=label=disable"}
@@ -57,7 +54,6 @@ REFUSED = {
     "ServiceName": "podvisor names the units pod-NAME.service and pod-NAME@CONTAINER.service",
     "ExitPolicy": "podvisor creates pods with --exit-policy=continue: systemd decides when they stop",
     "Rootfs": "podvisor runs images only",
-    "ReloadCmd": "needs ExecReload=, which podvisor does not generate", "ReloadSignal": "same as ReloadCmd",
     "StartWithPod": "every container starts with its pod",
 }
 OWNED_SERVICE_KEYS = frozenset({"Type", "NotifyAccess", "ExecStart", "ExecStartPre", "ExecStartPost",
@@ -266,7 +262,7 @@ def _container(f: _File) -> _ContainerParts:
     user = group = None
     notify = Readiness.CONMON
     notify_loc = f.loc()
-    health: dict[str, tuple[str, Loc]] = {}
+    health_keys: dict[str, tuple[str, Loc]] = {}
     stop_timeout = 10
     for key, value, line in _entries(f, "Container"):
         loc = f.loc(line, key)
@@ -314,6 +310,8 @@ def _container(f: _File) -> _ContainerParts:
             stop_timeout = _seconds(value, loc)
         elif key == "PodmanArgs":
             podman_args += _words(value, loc, command=True)
+        elif key in health.QUADLET_KEYS:
+            health_keys[key] = (value, loc)
         elif key in CONTAINER_BOOLS:
             if _bool(value, loc):
                 podman_args.append(Verbatim(CONTAINER_BOOLS[key]))
@@ -321,8 +319,6 @@ def _container(f: _File) -> _ContainerParts:
             flag, style = CONTAINER_FLAGS[key]
             values = _words(value, loc) if style == "words" else [Verbatim(value)]
             podman_args += [Verbatim(f"{flag}={v}") for v in values]
-            if key.startswith("Health"):
-                health[key] = (value, loc)
         else:
             _refuse(f, key, line)
     if image is None:
@@ -331,10 +327,11 @@ def _container(f: _File) -> _ContainerParts:
         raise DefinitionError(f.loc(None, "Group"), "needs User= as well")
     if user is not None:
         podman_args.insert(0, Verbatim(f"--user={user}" + (f":{group}" if group else "")))
-    probe = None
-    if notify is Readiness.HEALTHY:
-        probe = _health_probe(health, notify_loc)
-    c = Container(name=name, image=image, entrypoint=entrypoint, args=args, env=tuple(env), workdir=workdir,
+    probe, probes, no_healthcheck = health.from_quadlet(health_keys, notify, notify_loc, _duration,
+                                                        lambda v, loc: _words(v, loc, command=True))
+    if no_healthcheck:
+        podman_args.append(Verbatim("--no-healthcheck"))
+    c = Container(health=probes, name=name, image=image, entrypoint=entrypoint, args=args, env=tuple(env), workdir=workdir,
                   mounts=tuple(mounts), probe=probe, readiness=notify, stop_timeout=stop_timeout,
                   labels=tuple(labels), annotations=tuple(annotations), podman_args=tuple(podman_args),
                   unit_lines=UnitLines(unit=_unit_lines(f, "Unit", OWNED_UNIT_KEYS),
@@ -378,34 +375,6 @@ def _volume(f: _File, value: str, loc: Loc, n: int, volumes: list[Volume], mount
             raise DefinitionError(loc, f"{source!r} is not a podman volume name or a path")
         volumes.append(Volume(vname, "named", path=source, loc=loc))
     mounts.append(Mount(vname, dest, read_only="ro" in options, options=tuple(o for o in options if o != "ro"), loc=loc))
-
-
-def _health_probe(health: dict[str, tuple[str, Loc]], loc: Loc) -> Probe:
-    """Notify=healthy: the HealthCmd becomes the readiness probe (podman 4.3.1 cannot notify on it)."""
-    if "HealthCmd" not in health:
-        raise DefinitionError(loc, "Notify=healthy needs HealthCmd=")
-    cmd, cloc = health["HealthCmd"]
-    command: tuple[str, ...]
-    if cmd.startswith("["):  # podman's exec form: ["CMD", ...] or ["CMD-SHELL", "..."]
-        try:
-            words = json.loads(cmd)
-        except ValueError:
-            words = None
-        if not isinstance(words, list) or len(words) < 2 or words[0] not in ("CMD", "CMD-SHELL") \
-                or not all(isinstance(w, str) for w in words):
-            raise DefinitionError(cloc, 'expected ["CMD", ...], ["CMD-SHELL", "..."] or a shell command')
-        command = tuple(words[1:]) if words[0] == "CMD" else ("/bin/sh", "-c", " ".join(words[1:]))
-    else:
-        command = ("/bin/sh", "-c", cmd)
-    timing = {}
-    for key, attr in (("HealthInterval", "period"), ("HealthTimeout", "timeout")):
-        if key in health:
-            value, kloc = health[key]
-            if value != "disable":
-                timing[attr] = max(_duration(value, kloc), 0.001)
-    # podman's defaults: every 30s, 30s timeout; readiness wants the first answer sooner
-    return Probe("exec", command=tuple(Verbatim(w) for w in command), period=timing.get("period", 1.0),
-                 timeout=timing.get("timeout", 30.0), loc=loc)
 
 
 # --------------------------------------------------------------------------- assembling pods

@@ -194,13 +194,14 @@ def test_ps_table_for_people(pods: Sandbox) -> None:
     res = pv(pods, "list")  # the alias
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["POD/CONTAINER", "STATE", "READY", "RESTARTS", "PID", "UPTIME", "MEMORY", "CPU", "PORTS"]
+    assert lines[0].split() == ["POD/CONTAINER", "STATE", "READY", "HEALTH", "RESTARTS", "PID", "UPTIME", "MEMORY",
+                                "CPU", "PORTS"]
     assert "\x1b[" not in res.stdout  # no colours on a pipe
     blog = next(i for i, line in enumerate(lines) if line.startswith("blog "))
     assert lines[blog].split()[1:4] == ["active", "(exited)", "2/2"] and "0.0.0.0:8080->8080/tcp" in lines[blog]
     web = next(line for line in lines[blog:] if line.startswith("  web "))
     pid = unit_props(pods, "pod-blog@web.service", "MainPID")["MainPID"]
-    assert web.split()[1:6] == ["active", "(running)", "yes", "0", pid]
+    assert web.split()[1:7] == ["active", "(running)", "yes", "-", "0", pid]  # no liveness probe: no health
     # every column starts where its header does
     header = lines[0]
     for line in lines[1:]:

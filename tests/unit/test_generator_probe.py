@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.s
         messages.append(notify_socket.recv(4096).decode())
     t.join(10)
     assert result == [0]
-    assert any(m.startswith("STATUS=not ready, attempt 1: test: exit status 1") for m in messages)
+    assert any("STATUS=not ready, attempt 1: test: exit status 1" in m for m in messages)
     assert "--root=/x" in (tmp_path / "globals").read_text().split()  # exec used the same global flags
     os.kill(monitor, 9)
 
@@ -134,12 +135,26 @@ def test_http_and_tcp_probes(http_server: int) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
 def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
-    # our own namespace stands in for the container's: same result, through setns()
-    fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    # a fresh namespace (unshare) stands in for the container's: a server there, this process outside
+    server = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up; exec " + sys.executable +
+                               " -m http.server --bind 127.0.0.1 18123"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
-        assert probe.in_netns(fd, lambda: probe.tcp_probe(f"127.0.0.1:{http_server}", 1), 1) is None
+        code = ("import os, sys, time; from supervisor.generator import checks\n"
+                "print(checks.tcp_check('127.0.0.1:18123', 1))\n"
+                "checks.enter_netns(os.open(f'/proc/{sys.argv[1]}/ns/net', os.O_RDONLY))\n"
+                "for _ in range(50):\n"
+                "    why = checks.http_check('http://127.0.0.1:18123/', [], 1)\n"
+                "    if why is None: break\n"
+                "    time.sleep(0.1)\n"
+                "print(why)\n")
+        time.sleep(0.3)
+        out = subprocess.run([sys.executable, "-c", code, str(server.pid)], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[2], timeout=30).stdout.splitlines()
+        assert out[0] != "None" and out[1] == "None", out  # refused outside, served inside
     finally:
-        os.close(fd)
+        server.kill()
+        server.wait()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -166,3 +181,149 @@ def test_cli_entry_point(tmp_path: Path) -> None:
                           "--cidfile=c", "--", "/nonexistent/podman", "run"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
     assert res.returncode == 2 and "exactly one of --exec, --http-get, --tcp-socket" in res.stderr
+
+
+def _messages(sock: socket.socket, until: Callable[[list[str]], bool], timeout: float = 15) -> list[str]:
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        assert time.monotonic() < deadline, got
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+    return got
+
+
+def test_liveness_pings_then_triggers_the_watchdog(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    """No readiness probe: READY=1 at once; WATCHDOG=1 after each pass; at the threshold WATCHDOG=trigger
+    with the reason in STATUS=, and the state file keeps the attempts with their times."""
+    (tmp_path / "flag").touch()
+    state = tmp_path / "health.json"
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.2",
+                 "--liveness-failure-threshold=3", "--liveness-exec=true", f"--state-file={state}",
+                 "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t0 = time.monotonic()
+    t.start()
+    got = _messages(notify_socket, lambda m: sum("WATCHDOG=1" in x for x in m) >= 3)
+    assert got[0].startswith("MAINPID=") and any(x.startswith("READY=1") for x in got)
+    assert any("STATUS=healthy" in x for x in got)
+    (tmp_path / "flag").unlink()
+    broke = time.monotonic()
+    got = _messages(notify_socket, lambda m: any("WATCHDOG=trigger" in x for x in m))
+    took = time.monotonic() - broke
+    t.join(10)
+    assert result == [0]
+    trigger = next(x for x in got if "WATCHDOG=trigger" in x)
+    assert "STATUS=unhealthy (3/3 failed: true: exit status 1: not yet: true)" in trigger
+    assert not any("WATCHDOG=1" in x for x in got[1:])  # no pings once failing
+    assert any("healthy (1/3 failed" in x for x in got)
+    assert 0.4 <= took <= 0.2 * 3 + 1 + 1, took  # about threshold x period
+    data = json.loads(state.read_text())
+    assert data["health"] == "unhealthy" and data["failures"] == 3 and data["threshold"] == 3
+    assert data["results"][-1]["ok"] is False and data["results"][0]["time"] >= time.time() - (time.monotonic() - t0) - 1
+    os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_hung_probe_is_a_failure_at_its_timeout(http_server: int) -> None:
+    with socket.socket() as server:  # accepts, never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        t0 = time.monotonic()
+        why = probe.http_probe(f"http://127.0.0.1:{server.getsockname()[1]}/healthz", [], 0.5)
+        assert why == "no answer within 0.5s from /healthz" and time.monotonic() - t0 < 1.5
+
+
+def test_startup_failure_fails_while_still_the_main_pid(tmp_path: Path, fake: Path, notify_socket: socket.socket) -> None:
+    opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--startup-period=0.1",
+                 "--startup-failure-threshold=3", "--startup-exec=true", "--liveness-exec=true",
+                 "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
+    assert probe.run(opts) == 1
+    notify_socket.settimeout(0.5)
+    got = []
+    try:
+        while True:
+            got.append(notify_socket.recv(4096).decode())
+    except TimeoutError:
+        pass
+    assert not any("MAINPID=" in m or "READY=1" in m for m in got), got  # the start fails with our exit
+    assert any("STATUS=start failed: startup probe failed 3 times in a row (every 0.1s, failureThreshold 3" in m
+               for m in got), got
+    os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
+    """As units run it (`podvisor ready-probe`): the liveness loop is a single thread."""
+    (tmp_path / "flag").touch()
+    state = tmp_path / "health.json"
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.generator.command", "ready-probe",
+                             f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.1",
+                             "--liveness-exec=true", f"--state-file={state}", "--", str(fake), "run",
+                             f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img"],
+                            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
+    try:
+        deadline = time.monotonic() + 20
+        while not (state.exists() and len(json.loads(state.read_text())["results"]) >= 3):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        threads = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("Threads:")]
+        assert threads == ["Threads:\t1"]
+    finally:
+        proc.kill()
+        proc.wait()
+        os.kill(int((tmp_path / "pid").read_text()), 9)
+
+
+def test_grpc_probe_against_a_real_grpc_server() -> None:
+    """grpcio's server (its own HTTP/2 and HPACK) answers grpc.health.v1.Health/Check; the messages
+    are protobuf HealthCheckRequest/Response, encoded by hand here (field 1)."""
+    import grpc
+    from concurrent import futures
+
+    status = {"": b"\x08\x01", "app.v1": b"\x08\x02"}  # SERVING; NOT_SERVING
+
+    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
+        service = request[2:].decode() if request else ""
+        if service not in status:
+            context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return status[service]
+
+    handler = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        assert probe.checks.grpc_check(target, "", 2) is None
+        assert probe.checks.grpc_check(target, "app.v1", 2) == "gRPC status NOT_SERVING for 'app.v1'"
+        assert "the call failed" in (probe.checks.grpc_check(target, "other", 2) or "")
+    finally:
+        server.stop(0)
+    assert "refused" in (probe.checks.grpc_check(target, "", 2) or "").lower()
+
+
+def test_grpc_codec() -> None:
+    from supervisor.generator import checks
+
+    assert checks.grpc_serving_status(b"") == 0 and checks.grpc_serving_status(b"\x08\x03") == 3
+    assert checks.grpc_serving_status(b"\x12\x02ab\x08\x01") == 1  # unknown fields skipped
+    assert checks._hpack_int(31, 4) == b"\x0f\x10" and checks._hpack_int(300, 7) == b"\x7f\xad\x01"
+
+
+def test_lean_parser_matches_argparse() -> None:
+    argv = ["--pidfile=p", "--cidfile", "c", "--liveness-http-get=http://127.0.0.1:80/x", "--liveness-period=2.5",
+            "--liveness-failure-threshold=4", "--liveness-http-header=A: b", "--liveness-http-header=C: d",
+            "--on-failure=stop", "--startup-exec=test", "--startup-exec=-e", "--startup-success-threshold=2",
+            "--exec=--exec=x", "--", "podman", "run", "--exec=not ours"]
+    a, b = probe.options_from(probe.parse_lean(argv)), parse(*argv)
+    assert vars(a.liveness) == vars(b.liveness) and vars(a.startup) == vars(b.startup)
+    assert vars(a.readiness) == vars(b.readiness) and a.readiness is not None and a.readiness.exec_command == ["--exec=x"]
+    assert (a.command, a.on_failure, a.pidfile, a.cidfile) == (b.command, b.on_failure, "p", "c")
+    with pytest.raises(probe.ProbeSetupError, match="--liveness-period: invalid value"):
+        probe.parse_lean(["--pidfile=p", "--cidfile=c", "--liveness-period=soon", "--", "podman", "run"])
+    with pytest.raises(probe.ProbeSetupError, match="--bogus=1"):
+        probe.parse_lean(["--bogus=1"])

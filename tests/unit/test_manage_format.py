@@ -194,7 +194,7 @@ def test_ps_table_plain() -> None:
     assert "0.0.0.0:8080->8080/tcp" in lines[1]
     assert lines[3].split()[:3] == ["bad", "failed", "(exit-code)"]
     web = lines[4].split()
-    assert web[:5] == ["web", "active", "(running)", "yes", "2"] and "1m40s" in web and "9.0M" in web
+    assert web[:6] == ["web", "active", "(running)", "yes", "-", "2"] and "1m40s" in web and "9.0M" in web
     assert "\x1b" not in text
     assert ps.to_table(Inventory([]), fmt.Palette(False)).startswith("no pods installed")
 
