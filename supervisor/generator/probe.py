@@ -195,9 +195,27 @@ def tcp_probe(target: str, timeout: float) -> str | None:
     return None
 
 
+LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def listen_fds() -> tuple[int, ...]:
+    """The socket-activation fds systemd passed us (3, 4, ...), for `podman run` only."""
+    try:
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return ()
+    return tuple(range(3, 3 + n))
+
+
+def _quiet_env() -> dict[str, str]:
+    """Our environment for podman calls other than `run`: podman passes LISTEN_FDS sockets on to
+    whatever it starts, and an exec session must not get the container's listening sockets."""
+    return {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET" and k not in LISTEN_VARS}
+
+
 def exec_probe(prefix: list[str], cid: str, command: list[str], timeout: float) -> str | None:
     try:
-        res = subprocess.run([*prefix, "exec", cid, *command], stdin=subprocess.DEVNULL,
+        res = subprocess.run([*prefix, "exec", cid, *command], stdin=subprocess.DEVNULL, env=_quiet_env(),
                              capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"{command[0]}: no answer within {timeout:g}s"
@@ -217,7 +235,14 @@ def _read(path: str) -> str:
 def run(opts: Options) -> int:
     prefix = podman_prefix(opts.command)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}  # podman must stay silent
-    rc = subprocess.run(opts.command, env=env, stdin=subprocess.DEVNULL).returncode
+    # systemd's listening sockets (socket activation) go on to the container, as they would
+    # without us in between; podman reads only LISTEN_FDS, LISTEN_PID is 1 in the container
+    rc = subprocess.run(opts.command, env=env, stdin=subprocess.DEVNULL, pass_fds=listen_fds()).returncode
+    for fd in listen_fds():
+        try:
+            os.close(fd)  # the container has them now; the probes' podman calls must not
+        except OSError:
+            pass
     if rc != 0:
         log(f"podman run failed (exit status {rc})")
         return rc if rc > 0 else 1
@@ -227,7 +252,7 @@ def run(opts: Options) -> int:
     netns = None
     if not opts.exec_command:
         pid = subprocess.run([*prefix, "inspect", "--format={{.State.Pid}}", cid], capture_output=True,
-                             text=True, stdin=subprocess.DEVNULL).stdout.strip()
+                             text=True, stdin=subprocess.DEVNULL, env=_quiet_env()).stdout.strip()
         try:
             netns = os.open(f"/proc/{int(pid)}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         except (ValueError, OSError) as e:
