@@ -131,7 +131,8 @@ def test_socket_reaches_the_container(podman: PodmanEnv, image: str, listen_serv
 
 FAKE_RUNTIME = """#!/bin/sh
 # stands in for runc: reports the environment and fds the monitor gave it, then fails
-{{ echo "PID=$$ LISTEN_PID=${{LISTEN_PID:-}} LISTEN_FDS=${{LISTEN_FDS:-}}"; ls -l /proc/$$/fd; }} > {report}
+{{ echo "PID=$$ LISTEN_PID=${{LISTEN_PID:-}} LISTEN_FDS=${{LISTEN_FDS:-}}"; ls -l /proc/$$/fd; }} > {report}.tmp
+mv {report}.tmp {report}
 echo "fake runtime: done" >&2
 exit 1
 """
@@ -162,11 +163,10 @@ def test_replace_listen_pid(monitor: str, tmp_path: Path, replace: bool) -> None
         # the socket as fd 3 and nowhere else, as systemd passes it
         res = subprocess.run(["/bin/bash", "-c", f'exec "$@" 3<&{n} {n}<&-', "bash", *argv], env=env,
                              pass_fds=(n,), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
-        text = wait_until(lambda: report.read_text() if report.exists() and "\n" in report.read_text() else None,
+        text = wait_until(lambda: report.read_text() if report.exists() else None,
                           timeout=20, what=f"the runtime's report (monitor: {res.returncode} {res.stderr})")
     finally:
         listener.close()
-    time.sleep(0.2)
     head = text.splitlines()[0]
     pid = re.match(r"PID=(\d+) ", head)
     assert pid, text
