@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from .fmt import iso
+from .sockets import socket_json
 from .model import ContainerStatus, PodmanContainer, PodStatus, PortMapping, UnitStatus, Usage
 
 
@@ -70,4 +71,5 @@ def pod_json(p: PodStatus, now: float | None = None) -> dict[str, Any]:
         "ports": [port_json(x) for x in p.ports],
         "infra": container_json(p.infra, now) if p.infra else None,
         "containers": [container_json(c, now) for c in p.containers],
+        "sockets": [socket_json(s) for s in p.sockets],
     }

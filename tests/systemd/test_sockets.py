@@ -106,6 +106,11 @@ def test_blog_on_demand(sandbox: Sandbox, tools: Path) -> None:
         assert _containers(sandbox) == []
         assert "systemd" in sh(sandbox, "ss -ltnpH 'sport = :8080'").stdout
         assert sh(sandbox, "systemctl is-enabled pod-blog-sockets.target").stdout.strip() == "enabled"
+        (listed,) = json.loads(sh(sandbox, f"{PODVISOR} ps --json blog").stdout)["pods"]
+        assert [(s["unit"], s["sub_state"], s["listen"]) for s in listed["sockets"]] == [
+            ("pod-blog@proxy.socket", "listening", [{"type": "Stream", "address": "0.0.0.0:8080"}])]
+        table = sh(sandbox, f"{PODVISOR} ps blog").stdout
+        assert "proxy.socket" in table and "0.0.0.0:8080 (stream) accepted 0, connections 0" in table, table
 
         # the first request starts the whole pod and gets the page, through the proxy
         first = _burst(sandbox, tools, 1)
@@ -114,6 +119,9 @@ def test_blog_on_demand(sandbox: Sandbox, tools: Path) -> None:
         assert all(states[u] == "active" for u in ("pod-blog.service", "pod-blog@infra.service",
                                                   "pod-blog@web.service", "pod-blog@proxy.service")), states
         assert sorted(_containers(sandbox)) == ["blog.infra", "blog.proxy", "blog.web"]
+        status = sh(sandbox, f"{PODVISOR} status blog").stdout
+        assert "Sockets: pod-blog@proxy.socket active (running)" in status, status
+        assert "listen 0.0.0.0:8080 (stream); accepted 0, connections 0, refused 0" in status, status
         # no port publishing, no network: the pod has loopback only
         infra = json.loads(sh(sandbox, "podman pod inspect blog").stdout)["InfraConfig"]
         assert infra["PortBindings"] == {} and not infra["Networks"] and "--network=none" in \
