@@ -3,7 +3,8 @@
 * the socket-activated blog (units/blog-sockets/blog.yaml): armed with no container running,
   the first request starts the whole pod and is served (no 502: the proxy starts after the blog
   is ready), requests sent after a stop and during a restart all succeed (counted);
-* a Kubernetes pod with `network: none` serving TCP and UDP only through passed sockets;
+* a Kubernetes pod with `network: none` serving TCP and UDP only through passed sockets, its
+  readiness probe's exec sessions seeing none of them;
 * the Quadlet form: web.container + web.socket;
 * uninstall removes the sockets and frees the port.
 """
@@ -163,6 +164,7 @@ metadata:
   annotations:
     podvisor.io/socket-activation: all
     podvisor.io/network: none
+    podvisor.io/readiness: healthy
 spec:
   restartPolicy: Always
   terminationGracePeriodSeconds: 2
@@ -170,6 +172,11 @@ spec:
     - name: srv
       image: {image}
       command: ["/listen-serve"]
+      # through `podvisor ready-probe`, which must pass the sockets to podman run, and only there:
+      # the probe's exec session fails if it sees any socket
+      readinessProbe:
+        exec: {{command: [sh, -c, "! ls -l /proc/self/fd/ | grep -q socket:"]}}
+        periodSeconds: 1
       ports:
         - {{containerPort: 7000, hostPort: 17000, hostIP: 127.0.0.1}}
         - {{containerPort: 7001, hostPort: 17001, hostIP: 127.0.0.1, protocol: UDP}}
