@@ -8,12 +8,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supervisor import pods
 from supervisor.pods.model import DefinitionError, Diagnostic
 
 from . import containers_conf, naming, pipeline, writer
 from .settings import DEFAULT_CONTAINERS_CONF, Settings
+
+if TYPE_CHECKING:
+    from ..systemd import Systemd
 
 UNIT_DIR = Path("/etc/systemd/system")
 CONF_MARKER = "# Written by `podvisor install`"
@@ -114,30 +118,28 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
     return report
 
 
-def _arm(sd: object, pod_list: list[pods.Pod], timeout: float = 30) -> list[str]:
+def _arm(sd: Systemd, pod_list: list[pods.Pod], timeout: float = 30) -> list[str]:
     """Enable and start the sockets targets of socket-activated pods; wait until every socket
     listens (or failed: then say which)."""
     import time
 
-    from ..systemd import SystemdError
-
     targets = [naming.sockets_target(p.name) for p in pod_list]
     if not targets:
         return []
-    sd.enable(targets)  # type: ignore[attr-defined]
+    sd.enable(targets)
     for t in targets:
-        sd.enqueue("start", t)  # type: ignore[attr-defined]
+        sd.enqueue("start", t)
     units = [naming.socket_unit(p.name, s.container) for p in pod_list for s in p.sockets]
     deadline = time.monotonic() + timeout
     while True:
-        states = {u: sd.active_state(u) for u in units}  # type: ignore[attr-defined]
+        states = {u: sd.active_state(u) for u in units}
         if failed := [u for u, st in states.items() if st == "failed"]:
-            raise SystemdError(f"{' '.join(failed)} failed to listen (address in use? see "
-                               f"`journalctl -u {failed[0]}`)")
+            raise InstallError(f"units installed, but {' '.join(failed)} failed to listen (address in use? "
+                               f"see `journalctl -u {failed[0]}`)")
         if all(st == "active" for st in states.values()):
             return targets
         if time.monotonic() > deadline:
-            raise SystemdError(f"sockets not listening after {timeout:g}s: "
+            raise InstallError(f"units installed, but not listening after {timeout:g}s: "
                                + " ".join(u for u, st in states.items() if st != "active"))
         time.sleep(0.1)
 

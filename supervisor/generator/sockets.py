@@ -14,6 +14,8 @@ connection; connections made while it stops and starts wait in the queue systemd
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from supervisor.pods.model import Container, Pod
 from supervisor.pods.sockets import Socket
 
@@ -36,7 +38,7 @@ def container_lines(pod: Pod, c: Container) -> tuple[list[tuple[str, str]], list
     return unit, [("Sockets", naming.socket_unit(pod.name, c.name))]
 
 
-def units(pod: Pod, header: object) -> list[tuple[str, str, dict[str, object]]]:
+def units(pod: Pod, header: Callable[[str, Pod, str], str]) -> list[tuple[str, str, dict[str, object]]]:
     """(unit name, template, values) of the pod's socket units and target; [] without sockets.
     `header(unit, pod, what)` is units.header (passed in: units.py imports this module)."""
     if not pod.sockets:
@@ -46,7 +48,7 @@ def units(pod: Pod, header: object) -> list[tuple[str, str, dict[str, object]]]:
     for s in pod.sockets:
         name = naming.socket_unit(pod.name, s.container)
         out.append((name, "socket.j2", {
-            "header": header(name, pod, f"systemd's listening sockets for container {s.container}"),  # type: ignore[operator]
+            "header": header(name, pod, f"systemd's listening sockets for container {s.container}"),
             "pod": pod.name,
             "container": s.container,
             "target": target,
@@ -58,7 +60,7 @@ def units(pod: Pod, header: object) -> list[tuple[str, str, dict[str, object]]]:
         }))
     names = [naming.socket_unit(pod.name, s.container) for s in pod.sockets]
     out.insert(0, (target, "sockets.target.j2", {
-        "header": header(target, pod, "every socket of the pod; the first connection starts the pod"),  # type: ignore[operator]
+        "header": header(target, pod, "every socket of the pod; the first connection starts the pod"),
         "pod": pod.name,
         "sockets": " ".join(names),
     }))

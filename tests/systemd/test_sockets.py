@@ -120,6 +120,11 @@ def test_blog_on_demand(sandbox: Sandbox, tools: Path) -> None:
         assert all(states[u] == "active" for u in ("pod-blog.service", "pod-blog@infra.service",
                                                   "pod-blog@web.service", "pod-blog@proxy.service")), states
         assert sorted(_containers(sandbox)) == ["blog.infra", "blog.proxy", "blog.web"]
+        # readiness gating: the proxy (which accepts the queued connection) left "inactive" only
+        # after the blog behind it was ready (its probe passed)
+        web_ready = unit_props(sandbox, "pod-blog@web.service", "ActiveEnterTimestampMonotonic")
+        proxy_start = unit_props(sandbox, "pod-blog@proxy.service", "InactiveExitTimestampMonotonic")
+        assert int(web_ready["ActiveEnterTimestampMonotonic"]) <= int(proxy_start["InactiveExitTimestampMonotonic"])
         status = sh(sandbox, f"{PODVISOR} status blog").stdout
         assert "Sockets: pod-blog@proxy.socket active (running)" in status, status
         assert "listen 0.0.0.0:8080 (stream); accepted 0, connections 0, refused 0" in status, status
@@ -254,3 +259,29 @@ def test_quadlet_socket_file(sandbox: Sandbox, tools: Path) -> None:
         assert sorted(_containers(sandbox)) == ["web.infra", "web.web"]
     finally:
         sh(sandbox, f"{PODVISOR} uninstall web", check=False, timeout=120)
+
+
+def test_install_names_a_socket_that_cannot_listen(sandbox: Sandbox, tools: Path) -> None:
+    """An address already taken: install fails naming the socket unit (the units stay installed,
+    as with any failure after the files are written) and nothing starts."""
+    blocker = "pvt-sock-blocker"
+    sh(sandbox, f"systemd-run --unit={blocker} {sys.executable} -c \"import socket, time; s = socket.socket(); "
+                "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 17100)); "
+                "s.listen(); time.sleep(600)\"")
+    try:
+        deadline = time.monotonic() + 10
+        while ":17100" not in sh(sandbox, "ss -ltnH 'sport = :17100'").stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        d = f"/run/pvt-sock-{uuid.uuid4().hex[:6]}"
+        sh(sandbox, f"mkdir -p {d} && cat > {d}/web.container", input=QUADLET_CONTAINER.format(
+            image=IMAGE, tool=tools / "listen-serve"))
+        sh(sandbox, f"cat > {d}/web.socket", input=QUADLET_SOCKET)
+        res = sh(sandbox, f"{PODVISOR} install {d}/web.container", check=False, timeout=120)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "pod-web@web.socket failed to listen" in res.stderr, res.stderr
+        assert _containers(sandbox) == []
+    finally:
+        sh(sandbox, f"systemctl stop {blocker}", check=False)
+        sh(sandbox, f"{PODVISOR} uninstall web", check=False, timeout=120)
+        sh(sandbox, "systemctl reset-failed", check=False)
