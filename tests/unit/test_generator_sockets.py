@@ -86,3 +86,23 @@ def test_install_and_uninstall_the_socket_files(tmp_path: Path) -> None:
     removed = uninstall("blog", unit_dir=units, reload=False)
     assert "pod-blog@proxy.socket" in removed and "pod-blog-sockets.target" in removed
     assert list(units.iterdir()) == []
+
+
+def test_systemd_generator_arms_the_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At boot (generator mode) the sockets target is linked into sockets.target.wants/."""
+    import os
+
+    from supervisor.generator import sdgen
+
+    etc, out = tmp_path / "etc", tmp_path / "out"
+    etc.mkdir()
+    out.mkdir()
+    monkeypatch.setenv("PODVISOR_GENERATOR_DIRS", str(etc))
+    monkeypatch.delenv("SYSTEMD_SCOPE", raising=False)
+    monkeypatch.setattr("supervisor.generator.settings.SETTINGS_FILE", tmp_path / "none.toml")
+    (etc / "web.container").write_text("[Container]\nImage=i\n")
+    (etc / "web.socket").write_text("[Socket]\nListenStream=127.0.0.1:8080\n")
+    assert sdgen.main([str(out), str(out), str(out)]) == 0
+    assert (out / "pod-web@web.socket").exists() and (out / "pod-web-sockets.target").exists()
+    assert os.readlink(out / "sockets.target.wants/pod-web-sockets.target") == "../pod-web-sockets.target"
+    assert f"SourcePath={etc / 'web.container'}" in (out / "pod-web@web.socket").read_text()
