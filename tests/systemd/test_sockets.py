@@ -182,6 +182,7 @@ spec:
       readinessProbe:
         exec: {{command: [sh, -c, "! ls -l /proc/self/fd/ | grep -q socket:"]}}
         periodSeconds: 1
+        timeoutSeconds: 20   # podman exec alone can take seconds on a loaded machine
       ports:
         - {{containerPort: 7000, hostPort: 17000, hostIP: 127.0.0.1}}
         - {{containerPort: 7001, hostPort: 17001, hostIP: 127.0.0.1, protocol: UDP}}
@@ -228,6 +229,16 @@ def test_network_none_serves_tcp_and_udp_through_passed_sockets(sandbox: Sandbox
         assert udp.startswith("ECHO ping over udp\nLISTEN_FDS=2"), udp
         # an exec session gets none of the passed sockets
         assert "socket:" not in sh(sandbox, "podman exec echo.srv ls -l /proc/self/fd").stdout
+
+        # the container serves before it is ready; wait until the pod's start (its probe) is done
+        sh(sandbox, "systemctl start pod-echo.service", timeout=120)
+        assert unit_props(sandbox, "pod-echo@srv.service", "StatusText")["StatusText"].startswith("ready")
+        # an eager start (sockets stopped) brings the sockets along (Sockets=), so it still serves
+        sh(sandbox, "systemctl stop pod-echo.service pod-echo-sockets.target", timeout=120)
+        assert _states(sandbox, "echo")["pod-echo@srv.socket"] == "inactive"
+        sh(sandbox, "systemctl start pod-echo.service", timeout=120)
+        assert _states(sandbox, "echo")["pod-echo@srv.socket"] == "active"
+        assert _client(sandbox, tools, 17000, "tcp").startswith("ECHO ping over tcp\nLISTEN_FDS=2")
     finally:
         sh(sandbox, f"{PODVISOR} uninstall echo", check=False, timeout=120)
 
