@@ -100,9 +100,24 @@ def main() -> int:
                 used = sh(sb, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value pod-blog@proxy.service)/cmdline")
                 if ("supervisor.monitor" in used) != (key == "podvisor"):
                     raise SystemExit(f"{key}: the proxy's monitor is {used[:120]!r}")
+                # where the cold time went, by systemd's clock: from the start of the pod's start
+                # (the infra unit leaving "inactive", right after the trigger) to infra up, web
+                # ready (its probe passed) and the proxy running (it accepts the waiting connection)
+                stamps = {}
+                for unit, prop in (("pod-blog@infra.service", "InactiveExitTimestampMonotonic"),
+                                   ("pod-blog@infra.service", "ActiveEnterTimestampMonotonic"),
+                                   ("pod-blog@web.service", "ActiveEnterTimestampMonotonic"),
+                                   ("pod-blog@proxy.service", "ActiveEnterTimestampMonotonic")):
+                    stamps[f"{unit.split('@')[1].split('.')[0]} {prop[:6]}"] = int(
+                        sh(sb, f"systemctl show -p {prop} --value {unit}").strip()) / 1e6
+                t0 = stamps["infra Inacti"]
+                sample["infra_up"] = stamps["infra Active"] - t0
+                sample["web_ready"] = stamps["web Active"] - t0
+                sample["proxy_up"] = stamps["proxy Active"] - t0
                 samples[key].append(sample)
                 sh(sb, "systemctl stop pod-blog.service")
-                print(f"round {r + 1} {key:8} cold {sample['cold'][0]:.3f}s  warm median "
+                print(f"round {r + 1} {key:8} cold {sample['cold'][0]:.3f}s (infra up {sample['infra_up']:.2f}s, "
+                      f"web ready {sample['web_ready']:.2f}s, proxy up {sample['proxy_up']:.2f}s)  warm median "
                       f"{statistics.median(w[0] for w in sample['warm']) * 1000:.2f} ms", flush=True)
         sh(sb, f"{podvisor} uninstall blog >/dev/null")
     finally:
@@ -112,13 +127,15 @@ def main() -> int:
         work.rmdir()
     print()
     print(f"{'monitor':10} {'cold median':>12} {'cold min':>9} {'cold max':>9} {'warm median':>12} {'warm p90':>9}"
-          f" {'cold/warm':>10}")
+          f" {'cold/warm':>10} {'infra up':>9} {'web ready':>10} {'proxy up':>9}  (medians, from the pod's start)")
     for key, rounds in samples.items():
         cold = [s["cold"][0] for s in rounds]  # type: ignore[index]
         warm = [w[0] for s in rounds for w in s["warm"]]  # type: ignore[union-attr]
         print(f"{key:10} {statistics.median(cold):11.3f}s {min(cold):8.3f}s {max(cold):8.3f}s "
               f"{statistics.median(warm) * 1000:10.2f}ms {pct(warm, 0.9) * 1000:7.2f}ms "
-              f"{statistics.median(cold) / statistics.median(warm):9.0f}x")
+              f"{statistics.median(cold) / statistics.median(warm):9.0f}x "
+              + " ".join(f"{statistics.median(s[k] for s in rounds):{w}.2f}s"  # type: ignore[misc]
+                         for k, w in (("infra_up", 8), ("web_ready", 9), ("proxy_up", 8))))
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores, shared)")
     if opts.json:
         opts.json.write_text(json.dumps(samples, indent=2))
