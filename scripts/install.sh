@@ -15,6 +15,7 @@ PACKAGES=(
     busybox-static                                    # the test image's only binary
     tmux                                              # terminal tests (run -it, attach, exec -it)
     systemd-container dbus                            # the systemd sandbox
+    systemd                                           # systemd-socket-activate (socket tests), systemd-analyze
     nginx-light                                       # the example pod's web server
     libsystemd-dev pkg-config gcc python3-dev         # pystemd is built from source (Cython)
     python3-venv

@@ -108,6 +108,9 @@ def blog_rootfs() -> Rootfs:
 
 
 RECIPES: dict[str, Callable[[], Rootfs]] = {BUSYBOX_IMAGE: busybox_rootfs, BLOG_IMAGE: blog_rootfs}
+# nginx stops gracefully on SIGQUIT (finishes the requests it accepted; SIGTERM drops them), as
+# the official nginx image says: no request is lost when a socket-activated blog restarts
+EXTRA_CHANGES: dict[str, tuple[str, ...]] = {BLOG_IMAGE: ("STOPSIGNAL=SIGQUIT",)}
 
 
 def ensure_image(podman: PodmanRun, name: str, *, rebuild: bool = False) -> str:
@@ -116,6 +119,7 @@ def ensure_image(podman: PodmanRun, name: str, *, rebuild: bool = False) -> str:
         return name
     tar = RECIPES[name]().tar()
     # PATH too: `podman run` supplies a default one, `kube play` only uses the image's
-    podman("import", "--change", "CMD=/bin/sh", "--change", f"ENV=PATH={IMAGE_PATH}", "-", name,
+    changes = [a for c in EXTRA_CHANGES.get(name, ()) for a in ("--change", c)]
+    podman("import", "--change", "CMD=/bin/sh", "--change", f"ENV=PATH={IMAGE_PATH}", *changes, "-", name,
            input=tar)
     return name

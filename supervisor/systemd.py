@@ -18,6 +18,7 @@ MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT = b"org.freedesktop.systemd1.Unit"
 SERVICE = b"org.freedesktop.systemd1.Service"
+SOCKET = b"org.freedesktop.systemd1.Socket"
 JOB = b"org.freedesktop.systemd1.Job"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 PRIVATE_SOCKET = b"unix:path=/run/systemd/private"  # root only; works without dbus-daemon
@@ -138,11 +139,13 @@ class Systemd:
         return props
 
     def unit(self, name: str) -> dict[str, Any]:
-        """Every Unit property, plus the Service ones for a loaded service."""
+        """Every Unit property, plus the Service (Socket) ones for a loaded service (socket)."""
         path = self.load_unit(name)
         props = self.properties(path, UNIT)
         if name.endswith(".service") and props.get("LoadState") == "loaded":
             props.update(self.properties(path, SERVICE))
+        elif name.endswith(".socket") and props.get("LoadState") == "loaded":
+            props.update(self.properties(path, SOCKET))
         return props
 
     def job_type(self, job_path: str) -> str:

@@ -154,7 +154,11 @@ def _install(args: argparse.Namespace) -> int:
     for name in report.removed:
         print(f"removed {name}")
     for pod in report.pods:
-        print(f"start it with: systemctl start pod-{pod}.service")
+        if f"pod-{pod}-sockets.target" in report.armed:
+            print(f"listening: pod-{pod}-sockets.target is enabled and started; the first connection "
+                  f"starts pod-{pod}.service")
+        else:
+            print(f"start it with: systemctl start pod-{pod}.service")
     return 0
 
 

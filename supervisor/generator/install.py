@@ -8,12 +8,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supervisor import pods
 from supervisor.pods.model import DefinitionError, Diagnostic
 
 from . import containers_conf, naming, pipeline, writer
 from .settings import DEFAULT_CONTAINERS_CONF, Settings
+
+if TYPE_CHECKING:
+    from ..systemd import Systemd
 
 UNIT_DIR = Path("/etc/systemd/system")
 CONF_MARKER = "# Written by `podvisor install`"
@@ -31,6 +35,7 @@ class InstallReport:
     removed: list[str]
     warnings: list[Diagnostic] = field(default_factory=list)
     conf_written: bool = False
+    armed: list[str] = field(default_factory=list)  # sockets targets enabled and started
 
 
 def installed_units(pod: str, unit_dir: Path) -> list[str]:
@@ -107,9 +112,36 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
                 sd.reload()
                 if enable:
                     sd.enable([naming.pod_unit(p.name) for p in gen.pods])
+                report.armed = _arm(sd, [p for p in gen.pods if p.sockets])
         except SystemdError as e:
             raise InstallError(f"units written to {unit_dir}, but {e}; run `systemctl daemon-reload`") from None
     return report
+
+
+def _arm(sd: Systemd, pod_list: list[pods.Pod], timeout: float = 30) -> list[str]:
+    """Enable and start the sockets targets of socket-activated pods; wait until every socket
+    listens (or failed: then say which)."""
+    import time
+
+    targets = [naming.sockets_target(p.name) for p in pod_list]
+    if not targets:
+        return []
+    sd.enable(targets)
+    for t in targets:
+        sd.enqueue("start", t)
+    units = [naming.socket_unit(p.name, s.container) for p in pod_list for s in p.sockets]
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {u: sd.active_state(u) for u in units}
+        if failed := [u for u, st in states.items() if st == "failed"]:
+            raise InstallError(f"units installed, but {' '.join(failed)} failed to listen (address in use? "
+                               f"see `journalctl -u {failed[0]}`)")
+        if all(st == "active" for st in states.values()):
+            return targets
+        if time.monotonic() > deadline:
+            raise InstallError(f"units installed, but not listening after {timeout:g}s: "
+                               + " ".join(u for u, st in states.items() if st != "active"))
+        time.sleep(0.1)
 
 
 def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop: bool = True) -> list[str]:
@@ -123,8 +155,13 @@ def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop
         try:
             with Systemd.connect() as sd:
                 if stop:
-                    sd.stop_and_wait([naming.pod_unit(name)] + [u for u in found if u != naming.pod_unit(name)])
-                sd.disable([naming.pod_unit(name)])
+                    # sockets first: a connection must not start the pod while it is stopped
+                    sockets = [u for u in found if u.endswith((".socket", ".target"))]
+                    if sockets:
+                        sd.stop_and_wait(sockets)
+                    sd.stop_and_wait([naming.pod_unit(name)] + [u for u in found if u != naming.pod_unit(name)
+                                                               and u not in sockets])
+                sd.disable([naming.pod_unit(name)] + [u for u in found if u == naming.sockets_target(name)])
         except SystemdError as e:
             raise InstallError(f"{e}; nothing removed") from None
     removed = writer.commit(unit_dir, {}, remove=found)

@@ -6,6 +6,9 @@
 ``pod-NAME@infra.service``         the infra container (pod namespaces, published ports,
                                    emptyDir volumes); every container unit is bound to it
 ``pod-NAME@CONTAINER.service``     one per container, ``Type=notify``
+``pod-NAME@CONTAINER.socket``      socket activation: systemd's listening sockets for that
+                                   container; the first connection starts the pod
+``pod-NAME-sockets.target``        wants every socket of the pod: starting it arms the pod
 =================================  =====================================================
 
 podman objects: pod ``NAME``, infra container ``NAME.infra``, containers ``NAME.CONTAINER``,
@@ -35,9 +38,17 @@ def container_unit(pod: str, container: str) -> str:
     return f"pod-{pod}@{container}.service"
 
 
-def unit_glob(pod: str) -> tuple[str, str]:
+def socket_unit(pod: str, container: str) -> str:
+    return f"pod-{pod}@{container}.socket"
+
+
+def sockets_target(pod: str) -> str:
+    return f"pod-{pod}-sockets.target"
+
+
+def unit_glob(pod: str) -> tuple[str, ...]:
     """fnmatch patterns covering every unit file of `pod`."""
-    return pod_unit(pod), f"pod-{pod}@*.service"
+    return pod_unit(pod), f"pod-{pod}@*.service", f"pod-{pod}@*.socket", sockets_target(pod)
 
 
 def podman_pod(pod: str) -> str:

@@ -33,6 +33,9 @@ class Generated:
             unit = naming.pod_unit(p.name)
             for kind, target in [("wants", t) for t in p.wanted_by] + _installed_by(p):
                 links[f"{target}.{kind}/{unit}"] = f"../{unit}"
+            if p.sockets:  # socket activation: armed at boot, like an enabled sockets target
+                target = naming.sockets_target(p.name)
+                links[f"sockets.target.wants/{target}"] = f"../{target}"
         return links
 
 

@@ -274,6 +274,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def listen_fds() -> tuple[int, ...]:
+    """The socket-activation fds systemd passed us (3, 4, ...), for `podman run` only."""
+    try:
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return ()
+    return tuple(range(3, 3 + n))
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -439,7 +451,17 @@ def run(opts: Options) -> int:
     podman_notifies = "--sdnotify=container" in opts.command
     drop = {"WATCHDOG_USEC", "WATCHDOG_PID", LEAN_ENV} | (set() if podman_notifies else {"NOTIFY_SOCKET"})
     env = {k: v for k, v in os.environ.items() if k not in drop}  # podman must stay silent
-    rc = subprocess.run(opts.command, env=env, stdin=subprocess.DEVNULL).returncode
+    # systemd's listening sockets (socket activation) go on to the container, as they would
+    # without us in between; podman reads only LISTEN_FDS, LISTEN_PID is 1 in the container
+    sockets = listen_fds()
+    rc = subprocess.run(opts.command, env=env, stdin=subprocess.DEVNULL, pass_fds=sockets).returncode
+    for fd in sockets:
+        try:
+            os.close(fd)  # the container has them now; the probes' podman calls must not
+        except OSError:
+            pass
+    for name in LISTEN_VARS:  # nor must an exec session get the container's listening sockets
+        os.environ.pop(name, None)
     if rc != 0:
         log(f"podman run failed (exit status {rc})")
         return rc if rc > 0 else 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from supervisor.pods import quantity
 from supervisor.pods.model import Container, Pod, Port, Probe, Readiness, Restart, Verbatim
 
-from . import escape, health, naming
+from . import escape, health, naming, sockets
 from .settings import Settings
 
 START_LIMIT_INTERVAL = 300  # seconds; with StartLimitBurst: a crash-looping unit gives up
@@ -105,7 +105,8 @@ def plan(pod: Pod, settings: Settings) -> list[UnitContext]:
         "extra_unit": _extra(pod.unit_lines.unit),
         "extra_install": _extra(pod.unit_lines.install),
     })
-    return [umbrella, _infra(pod, settings)] + [_container(pod, c, settings) for c in pod.containers]
+    return ([umbrella, _infra(pod, settings)] + [_container(pod, c, settings) for c in pod.containers]
+            + [UnitContext(n, t, v) for n, t, v in sockets.units(pod, header)])
 
 
 def _publish(p: Port) -> str:
@@ -280,4 +281,5 @@ def _container(pod: Pod, c: Container, settings: Settings) -> UnitContext:
         "health_service": health.service_lines(c, settings.podman_argv(), naming.podman_container(pod.name, c.name)),
         "extra_service": _extra(c.unit_lines.service),
     })
+    values["socket_unit"], values["socket_service"] = sockets.container_lines(pod, c)
     return UnitContext(name, "container.service.j2", values)

@@ -10,7 +10,7 @@ import psutil
 
 from supervisor.generator import naming
 
-from . import discover, procs
+from . import discover, procs, sockets
 from ..systemd import Systemd
 from .model import ContainerStatus, PodmanContainer, PodStatus, UnitStatus
 from .podman import PodmanCommand, PodmanError, containers
@@ -53,7 +53,7 @@ def collect(sd: Systemd, names: list[str] | None = None, *, use_podman: bool = T
                 infra = c
             else:
                 members.append(c)
-        inv.pods.append(PodStatus(pu.name, pod_unit, infra, members))
+        inv.pods.append(PodStatus(pu.name, pod_unit, infra, members, sockets=sockets.collect(sd, pu.name)))
         for m in pu.members:
             if member_props.get(m, {}).get("NeedDaemonReload"):
                 inv.warnings.append(f"{m} changed on disk: run `systemctl daemon-reload`")

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sockets import SocketStatus
 
 READY_STATES = ("active", "reloading")  # a Type=notify unit only gets there after READY=1
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}  # ExecMainCode: CLD_EXITED, CLD_KILLED, CLD_DUMPED
@@ -145,6 +148,7 @@ class PodStatus:
     infra: ContainerStatus | None
     containers: list[ContainerStatus]
     ports: list[PortMapping] = field(default_factory=list)
+    sockets: list[SocketStatus] = field(default_factory=list)  # socket activation (manage/sockets.py)
 
     @property
     def members(self) -> list[ContainerStatus]:

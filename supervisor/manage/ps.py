@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import fmt, health, views
+from . import fmt, health, sockets, views
 from .inventory import Inventory
 from .model import ContainerStatus, PodStatus
 
@@ -58,4 +58,5 @@ def to_table(inv: Inventory, pal: fmt.Palette, now: float | None = None) -> str:
     for p in inv.pods:
         rows.append(_pod_row(p, now, pal))
         rows.extend(_container_row(c, now, pal) for c in p.members)
+        rows.extend(sockets.ps_rows(p.sockets, pal))
     return "\n".join(fmt.table([pal(h, "bold") for h in HEADERS], rows, right=RIGHT))

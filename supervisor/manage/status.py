@@ -15,7 +15,7 @@ from typing import Any
 
 from supervisor.generator import naming
 
-from . import fmt, health, journal, views
+from . import fmt, health, journal, sockets, views
 from ..systemd import Systemd
 from .inventory import Inventory, collect
 from .model import ContainerStatus, PodStatus, UnitStatus
@@ -150,6 +150,7 @@ def to_text(d: Details, pal: fmt.Palette) -> str:
     out.append(f"    Ready: {pal(ready, 'green' if p.ready else 'yellow')}")
     out.append(f"     Unit: {p.unit.name} ({p.unit.fragment_path or 'no unit file'})")
     out.append(f"    Ports: {', '.join(str(x) for x in p.ports) or '-'}")
+    out.extend(sockets.status_lines(p.sockets, pal))
     out.append(f"    Usage: memory {fmt.size(p.memory_bytes())}, cpu {fmt.percent(p.cpu_percent())}")
     if d.failures.get(p.unit.name):
         out.append(f" Last failure: {_event_text(d.failures[p.unit.name])}")

@@ -6,6 +6,7 @@ from typing import Any
 
 from . import health
 from .fmt import iso
+from .sockets import socket_json
 from .model import ContainerStatus, PodmanContainer, PodStatus, PortMapping, UnitStatus, Usage
 
 
@@ -71,4 +72,5 @@ def pod_json(p: PodStatus, now: float | None = None) -> dict[str, Any]:
         "ports": [port_json(x) for x in p.ports],
         "infra": container_json(p.infra, now) if p.infra else None,
         "containers": [container_json(c, now) for c in p.containers],
+        "sockets": [socket_json(s) for s in p.sockets],
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import health, quantity, validate
+from . import health, quantity, sockets, validate
 from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
                     Resources, Restart, Volume)
 from .yamlnodes import Node, load_documents
@@ -27,6 +27,7 @@ OPTIONS = {
     "network": ("pod", "podman network(s) for the pod, comma-separated (`pod create --network`)"),
     **health.KUBE_OPTIONS,
     "wanted-by": ("pod", "space-separated targets whose start pulls the pod in (default multi-user.target)"),
+    "socket-activation": ("container", "ports systemd listens on and passes to the container (pods/sockets.py)"),
 }
 DEFAULT_WANTED_BY = ("multi-user.target",)
 DEFAULT_GRACE = 30  # Kubernetes' terminationGracePeriodSeconds default
@@ -248,10 +249,14 @@ class _Reader:
                 raise DefinitionError(aloc, f"annotation names container {ctr!r}, which the pod does not have")
         containers: list[Container] = []
         ports: list[Port] = []
+        by_container: dict[str, list[Port]] = {}
         for n, cname in zip(container_nodes, ctr_names):
             c, cports = self.container(name, cname, n, options, meta, grace)
             containers.append(c)
             ports.extend(cports)
+            by_container[cname] = cports
+        activated = sockets.from_kube(options, by_container)
+        ports = sockets.published(ports, activated)
         network: tuple[str, ...] = ()
         if "network" in options:
             value, oloc = options["network"]
@@ -276,7 +281,7 @@ class _Reader:
         pod = Pod(name=name, source=self.source, containers=tuple(containers), ports=tuple(ports),
                   volumes=volumes, restart=restart, restart_sec=restart_sec,
                   labels=tuple(sorted(meta["labels"].items())), hostname=hostname, network=network,
-                  stop_timeout=grace, wanted_by=wanted_by, loc=loc)
+                  stop_timeout=grace, wanted_by=wanted_by, sockets=activated, loc=loc)
         validate.check(pod)
         return pod
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sockets import Socket
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,7 @@ class Pod:
     unit_lines: UnitLines = UnitLines()       # [Unit]/[Install] -> umbrella (and [Unit] -> infra)
     infra_lines: UnitLines = UnitLines()      # [Service] -> infra
     wanted_by: tuple[str, ...] = ()  # targets that pull the pod in ([Install] WantedBy=)
+    sockets: tuple[Socket, ...] = ()  # socket activation (pods.sockets), one per activated container
     loc: Loc = field(default=Loc(""), compare=False)
 
     def volume(self, name: str) -> Volume | None:

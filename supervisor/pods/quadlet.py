@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import health, validate
+from . import health, sockets, validate
 from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
                     Restart, UnitLines, Verbatim, Volume)
+from .sockets import Socket
 from .unitfile import Section, SyntaxProblem, read_unit, split_words
 
 # key -> podman flag; one flag per line ("multi") or per blank-separated word ("words")
@@ -241,6 +242,7 @@ class _ContainerParts:
     hostname: str | None
     volumes: list[Volume]
     install: tuple[tuple[str, str], ...]
+    socket: Socket | None = None  # CONTAINER.socket beside the .container file
 
 
 def _container(f: _File) -> _ContainerParts:
@@ -337,8 +339,10 @@ def _container(f: _File) -> _ContainerParts:
                   unit_lines=UnitLines(unit=_unit_lines(f, "Unit", OWNED_UNIT_KEYS),
                                        service=_unit_lines(f, "Service", OWNED_SERVICE_KEYS)),
                   loc=Loc(f.source))
+    sock_path = sockets.socket_file(f.path)
+    sock = sockets.from_quadlet(sock_path, name) if sock_path.exists() else None
     return _ContainerParts(c, pod_file, ports, network, hostname, volumes,
-                           _unit_lines(f, "Install", frozenset()))
+                           _unit_lines(f, "Install", frozenset()), sock)
 
 
 def _entrypoint(value: str, loc: Loc) -> tuple[str, ...]:
@@ -385,7 +389,8 @@ def _standalone(f: _File, parts: _ContainerParts) -> Pod:
     pod = Pod(name=c.name, source=f.source, containers=(c,), ports=tuple(parts.ports),
               volumes=tuple(parts.volumes), restart=Restart.NO, labels=(), hostname=parts.hostname,
               network=tuple(parts.network), stop_timeout=c.stop_timeout,
-              unit_lines=UnitLines(install=parts.install), wanted_by=(), loc=Loc(f.source))
+              unit_lines=UnitLines(install=parts.install), wanted_by=(),
+              sockets=(parts.socket,) if parts.socket else (), loc=Loc(f.source))
     validate.check(pod)
     return pod
 
@@ -413,7 +418,7 @@ def _pod(f: _File, members: list[tuple[_File, _ContainerParts]]) -> Pod:
               network=tuple(parts.network), stop_timeout=parts.stop_timeout, podman_args=tuple(parts.podman_args),
               unit_lines=UnitLines(unit=unit_lines, install=_unit_lines(f, "Install", frozenset())),
               infra_lines=UnitLines(service=_unit_lines(f, "Service", OWNED_SERVICE_KEYS)),
-              wanted_by=(), loc=Loc(f.source))
+              wanted_by=(), sockets=tuple(cp.socket for _, cp in members if cp.socket), loc=Loc(f.source))
     validate.check(pod)
     return pod
 

@@ -101,6 +101,9 @@ def check(pod: Pod) -> None:
     for k, v in pod.labels:
         check_text(k, pod.loc, "label key")
         check_text(v, pod.loc, "label value")
+    from . import sockets
+
+    sockets.check(pod, host_network=pod.network[:1] == ("host",))
 
 
 def _check_mounts(pod: Pod, c: Container) -> None:
