@@ -55,12 +55,21 @@ def test_usage_and_cpu_sampling(monitor: tuple[int, int]) -> None:
     sampler = procs.CpuSampler()
     sampler.sample(ps)
     assert procs.usage(ps, sampler).cpu_percent is None  # one look: no rate yet
-    time.sleep(0.5)
+    busy = psutil.Process(init).children()[0]
+    start_cpu = sum(busy.cpu_times()[:2])
+    # a condition, not a sleep: however loaded the machine, wait for the busy loop to have run 0.3 s
+    deadline = time.monotonic() + 60
+    while sum(busy.cpu_times()[:2]) - start_cpu < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     sampler.sample(ps)
+    used = sum(busy.cpu_times()[:2]) - start_cpu
     u = procs.usage(ps, sampler)
-    assert u.pids == sorted([init, psutil.Process(init).children()[0].pid])
+    assert u.pids == sorted([init, busy.pid])
     assert u.memory_bytes > 1 << 20
-    assert u.cpu_percent is not None and 40 < u.cpu_percent <= 100 * (psutil.cpu_count() or 1) + 5
+    assert used >= 0.3
+    # the rate is the CPU the tree used between the two looks over the wall time between them
+    assert u.cpu_percent is not None and 0 < u.cpu_percent <= 100 * (psutil.cpu_count() or 1) + 5
+    assert u.cpu_percent == pytest.approx(100 * used / (sampler.now - sampler.last_time), rel=0.5, abs=5)
     assert u.cpu_seconds > 0.3
 
 
