@@ -7,6 +7,8 @@ half-removed.
 
 A published port needs a bridge network (netavark, iptables), so podman runs here in a network
 namespace of the test's own: the bridge, the veths and the firewall rules never touch the host's.
+(Only podman's IPAM database is shared: rootful podman keeps it in /run/containers/networks,
+whatever the store.)
 Several pods are played and downed side by side, which keeps the test short and adds the load
 under which such races show.
 """
