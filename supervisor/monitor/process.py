@@ -72,7 +72,7 @@ def run_exit_command(opts: Options, code: int) -> int:
         try:
             # stderr is /dev/null, or the diagnostics log (PODVISOR_CONMON_LOG), which the monitor
             # keeps close-on-exec: the cleanup's errors belong there, and a closed fd 2 would be
-            # reused by the first file podman opens (its database) and receive its log lines
+            # be taken by the next file podman opens, which would then receive its log lines
             os.set_inheritable(2, True)
             if opts.exit_delay > 0:
                 time.sleep(opts.exit_delay)
