@@ -34,15 +34,34 @@ def exit_status(wait_status: int) -> int:
     return -1
 
 
+def close_fds_from(first: int) -> None:
+    """Close every open fd >= `first` (those listed in /proc/self/fd: no 64k close() calls)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        os.closerange(first, 65536)
+        return
+    for fd in fds:
+        if fd >= first:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # listdir's own directory fd, already closed
+
+
 def run_exit_command(opts: Options, code: int) -> int:
     """Run `--exit-command` (podman's `container cleanup`) and wait for every child.
 
-    Subreaping is dropped first so the command's own children reparent to init rather than
-    to us. The monitor's exit status is the container's, unless the command failed."""
+    As conmon does, the monitor first closes everything but stdio: while podman's cleanup
+    unmounts the container's storage and removes its bundle, the monitor that waits for it
+    holds nothing in the bundle (directory fd, log, FIFOs, sockets) or the container's cgroup.
+    Subreaping is dropped so the command's own children reparent to init rather than to us.
+    The monitor's exit status is the container's, unless the command failed."""
     if not opts.exit_command:
         return code
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    close_fds_from(3)
     try:
         set_child_subreaper(False)
     except OSError:
@@ -51,7 +70,10 @@ def run_exit_command(opts: Options, code: int) -> int:
     pid = os.fork()
     if pid == 0:
         try:
-            os.closerange(3, 65536)
+            # stderr is /dev/null, or the diagnostics log (PODVISOR_CONMON_LOG), which the monitor
+            # keeps close-on-exec: the cleanup's errors belong there, and a closed fd 2 would be
+            # be taken by the next file podman opens, which would then receive its log lines
+            os.set_inheritable(2, True)
             if opts.exit_delay > 0:
                 time.sleep(opts.exit_delay)
             os.execv(argv[0], argv)
