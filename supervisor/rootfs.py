@@ -21,11 +21,13 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -42,8 +44,11 @@ class RootfsError(RuntimeError):
     """Building or unpacking a root file system failed; the message is for humans."""
 
 
+FORMAT = 2  # what _finish does; a change makes every cached tarball stale
+
+
 def _key(suite: str, variant: str, include: Sequence[str], mirror: str) -> str:
-    spec = json.dumps([suite, variant, sorted(set(include)), mirror])
+    spec = json.dumps([FORMAT, suite, variant, sorted(set(include)), mirror])
     return hashlib.sha256(spec.encode()).hexdigest()[:10]
 
 
@@ -110,13 +115,17 @@ def tarball(suite: str, *, variant: str = "minbase", include: Sequence[str] = BA
 
 def _finish(root: Path, suite: str, mirror: str) -> None:
     """What the installer of a real Debian machine adds: the updates and security suites, a
-    machine-id that systemd fills in at first boot, no apt caches in the tarball."""
+    hostname, a machine-id (as the installer writes one); no apt caches in the tarball. Without
+    a machine-id the boot is a first boot, whose `systemctl preset-all` enables systemd-networkd
+    and its wait-online - which a machine with only loopback waits 2 minutes for."""
     (root / "etc/apt/sources.list").write_text(
         f"deb {mirror} {suite} main\n"
         f"deb {mirror} {suite}-updates main\n"
         f"deb {SECURITY_MIRROR} {suite}-security main\n")
-    (root / "etc/machine-id").write_text("uninitialized\n")
     (root / "etc/hostname").write_text(f"fresh-{suite}\n")
+    machine_id = root / "etc/machine-id"
+    if not re.fullmatch(r"[0-9a-f]{32}\n?", machine_id.read_text() if machine_id.exists() else ""):
+        machine_id.write_text(uuid.uuid4().hex + "\n")
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (root / cache).glob("*"):
             if entry.is_file():
