@@ -585,7 +585,10 @@ class Sandbox:
         self._save_state(state)
         failed: tuple[str, ...] = ()
         if system_state == "degraded":
-            out = self.run(["systemctl", "--failed", "--plain", "--no-legend"]).stdout
+            # not self.run(): status() reads "stopping" while this start still holds the lock
+            out = subprocess.run(self._nsenter_argv(state.systemd_pid, ["systemctl", "--failed", "--plain", "--no-legend"]),
+                                 env=self._inner_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                 timeout=30).stdout
             failed = tuple(line.split()[0] for line in out.splitlines() if line.strip())
             log.warning("sandbox %r is degraded; failed units: %s", self.name, " ".join(failed))
         return BootReport(system_state, t_systemd, state.boot_seconds, failed)
