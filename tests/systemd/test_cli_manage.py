@@ -17,14 +17,13 @@ import pytest
 from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
 from supervisor.sandbox import Sandbox
 
-from .conftest import install_unit, sh, unit_props
+from .conftest import as_nobody, install_unit, sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
 REPO = Path(__file__).resolve().parents[2]
 PODVISOR = str(Path(sys.executable).parent / "podvisor")  # the venv's, visible inside the sandbox
 PODS = "/srv/pvt-pods"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 CRASH = f"""\
 apiVersion: v1
@@ -381,11 +380,14 @@ def test_errors_are_clear(pods: Sandbox) -> None:
     res = pv(pods, "logs", "blog", "nosuch")
     assert res.returncode == 1 and "pod 'blog' has no container 'nosuch' (containers: proxy, web)" in res.stderr
 
-    res = pv(pods, "stop", "blog", user=NOBODY)
+
+def test_an_unprivileged_user_may_look_but_not_stop(pods: Sandbox) -> None:
+    nobody = as_nobody(pods, PODVISOR)
+    res = pv(pods, "stop", "blog", user=nobody)
     assert res.returncode == 1
     assert res.stderr.startswith("podvisor: error: permission denied: systemd refused to stop pod-blog.service")
     assert unit_props(pods, "pod-blog.service", "ActiveState")["ActiveState"] == "active"
-    res = pv(pods, "ps", "--json", user=NOBODY)  # reading is allowed: systemd and /proc, no podman
+    res = pv(pods, "ps", "--json", user=nobody)  # reading is allowed: systemd and /proc, no podman
     assert res.returncode == 0
     data = json.loads(res.stdout)
     assert any("not running as root" in w for w in data["warnings"])
