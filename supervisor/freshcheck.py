@@ -55,7 +55,9 @@ class Log:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "wb")  # noqa: SIM115 - open for the whole check
+        path.write_bytes(b"")
+        # O_APPEND: debootstrap writes to the same file through its own descriptor
+        self.file = open(path, "ab")  # noqa: SIM115 - open for the whole check
         self.step_start = 0
 
     def begin(self, step: str) -> None:
@@ -195,7 +197,7 @@ class Check:
                       f"afterwards: podvisor sandbox stop --name {self.sandbox.name}; rm -rf {self.work}")
                 return []
             try:
-                self.sandbox.stop()
+                self.log.write(f"halting and removing the machine: {self.sandbox.stop():.1f}s\n")
             except SandboxError as e:
                 errors.append(str(e))
         mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
