@@ -53,8 +53,6 @@ STORAGE_MARKER = ".podvisor-sandbox-storage"  # podman ignores unknown files in 
 INNER_STORAGE = "/var/lib/containers/storage"
 FALLBACK_CONMON = "/usr/bin/conmon"
 EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Mounted over inside (nspawn's tmpfs /tmp and /run, API file systems, the storage bind).
-HIDDEN_INSIDE = tuple(map(Path, ("/tmp", "/run", "/dev", "/proc", "/sys", "/var/lib/containers/storage")))
 
 # Host services that only slow the boot down or fail in a container; host-enabled units
 # (see _host_enabled_units) are masked too, so new host services don't creep in.
@@ -202,13 +200,6 @@ def checkout_binds() -> tuple[Bind, ...]:
     if checkout is None or not prefix.is_relative_to(checkout):
         binds.append(Bind(prefix, prefix, readonly=True))
     return tuple(binds)
-
-
-def visible_inside(path: Path) -> bool:
-    """Whether a host path shows through the overlay at the same path inside (or is bound in)."""
-    if any(path.is_relative_to(b.target) for b in checkout_binds()):
-        return True
-    return not any(path.is_relative_to(h) for h in HIDDEN_INSIDE)
 
 
 def default_mask() -> tuple[str, ...]:
