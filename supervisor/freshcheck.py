@@ -241,6 +241,10 @@ def run(suite: str, location: str, log_path: Path, cold: bool = False, keep: boo
     return 1 if errors else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/check-fresh.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="bookworm", help="Debian suite of the fresh machine (default: bookworm)")
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check-fresh: --location {args.location!r}: expected an absolute path", file=sys.stderr)
         return 1
     # SIGTERM (CI timeouts) unwinds like Ctrl-C, so the teardown still runs
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     log_path = args.log or rootfs.CACHE_DIR / f"check-fresh-{args.suite}.log"
     return run(args.suite, args.location, log_path, cold=args.cold, keep=args.keep)
 
