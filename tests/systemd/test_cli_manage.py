@@ -5,6 +5,7 @@ checked against what systemd (`systemctl show`) and podman (`podman inspect`) re
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -266,7 +267,7 @@ def test_logs_interleaved_by_time_with_the_container_named(pods: Sandbox) -> Non
 
 def test_logs_follow(pods: Sandbox) -> None:
     script = ("(sleep 1.5; curl -s http://127.0.0.1:8080/followed >/dev/null) & "
-              f"exec timeout --preserve-status -s INT 5 {PODVISOR} logs blog -f -n 1")
+              f"exec timeout --preserve-status -s INT 5 {shlex.quote(PODVISOR)} logs blog -f -n 1")
     res = sh(pods, script, check=False, timeout=30)
     assert res.returncode == 130, res.stderr  # Ctrl-C ends it
     lines = res.stdout.splitlines()
@@ -285,7 +286,7 @@ def test_logs_of_a_k8s_file_container(pods: Sandbox) -> None:
     assert [x["stream"] for x in lines[:2]] == ["stdout", "stderr"] and {x["container"] for x in lines} == {"kf"}
     # read from the file: the journal has none of it
     assert sh(pods, "journalctl CONTAINER_NAME=kf.kf -o cat --no-pager").stdout == ""
-    res = sh(pods, f"exec timeout --preserve-status -s INT 2 {PODVISOR} logs kf -f -n 0", check=False, timeout=20)
+    res = sh(pods, f"exec timeout --preserve-status -s INT 2 {shlex.quote(PODVISOR)} logs kf -f -n 0", check=False, timeout=20)
     assert res.returncode == 130 and " kf | out " in res.stdout and res.stdout.count("\n") >= 4
     assert pv(pods, "stop", "kf").returncode == 0
 
