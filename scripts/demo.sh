@@ -5,4 +5,5 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/scripts/install.sh"
+cd "$REPO"  # from any directory: `-m` then imports this checkout's supervisor (its units/ and images)
 exec "$REPO/.venv/bin/python" -m supervisor.demo "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what podvisor needs on a Debian 12 machine (as root), then a venv at $REPO/.venv with the
-# project installed editable plus its test extras. Idempotent: reruns skip apt and pip when nothing
-# changed.
+# project's dependencies, its test extras and the project itself (a regular install). Idempotent:
+# reruns skip apt and the dependencies when nothing changed. Works from any checkout location.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,16 +10,27 @@ VENV="$REPO/.venv"
 # far longer, and every container start pays that (podvisor-conmon is Python).
 PYTHON=${PYTHON:-/usr/bin/python3}
 
+# Every program the code, the units, the tests and podman itself run, by name: a fresh machine
+# has nothing else (scripts/check-fresh.sh proves it). "(R)"/"(S)": what Debian's dependencies
+# only recommend or suggest, so an install without recommends, or a minimal machine, lacks it.
 PACKAGES=(
-    podman runc crun conmon catatonit netavark uidmap  # the engine and the monitor we replace
-    iptables                                          # netavark runs it for bridge networks (hostPort tests)
-    busybox-static                                    # the test image's only binary
-    tmux                                              # terminal tests (run -it, attach, exec -it)
-    systemd-container dbus                            # the systemd sandbox
-    systemd                                           # systemd-socket-activate (socket tests), systemd-analyze
-    nginx-light                                       # the example pod's web server
-    libsystemd-dev pkg-config gcc python3-dev         # pystemd is built from source (Cython)
-    python3-venv
+    podman conmon runc crun              # the engine, the reference monitor, the OCI runtimes
+    netavark aardvark-dns iptables       # podman's network stack: aardvark-dns (R by netavark);
+                                         # netavark runs iptables (S by podman), or no pod starts
+    catatonit uidmap                     # podman's --init (R) and subuid tools (R); catatonit
+                                         # also reaps for the test suite (scripts/test.sh)
+    systemd systemd-container dbus       # systemctl, journalctl, systemd-analyze, systemd-socket-activate; nspawn for
+                                         # the sandbox; D-Bus for pystemd and cgroup_manager=systemd
+    util-linux procps                    # nsenter, setpriv, mount (sandbox, tests); pgrep
+    busybox-static                       # the test image's only binary
+    nginx-light                          # the example pod's web server (copied into its image)
+    tmux curl                            # tests: terminals (run -it, attach, exec -it); HTTP
+    gcc libc6-dev                        # tests build tools/sd-notify.c -static: libc.a (R by gcc)
+    python3 python3-venv python3-dev     # Debian's interpreter, the venv, pystemd's headers
+    libsystemd-dev pkg-config            # pystemd is built from source (Cython)
+    ca-certificates                      # pip fetches from PyPI over HTTPS
+    git debootstrap debian-archive-keyring  # scripts/check-fresh.sh: git archive; a fresh rootfs
+                                         # (debootstrap only recommends the keyring it verifies with)
 )
 
 missing=()
@@ -29,8 +40,8 @@ for pkg in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
     echo "install.sh: installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}"
+    apt-get -o DPkg::Lock::Timeout=300 update
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y "${PACKAGES[@]}"
 fi
 
 if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then

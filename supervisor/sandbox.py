@@ -1,8 +1,10 @@
 """A throwaway real-systemd sandbox for tests: systemd as PID 1 of a systemd-nspawn container.
 
 The container's root is a copy-on-write view of the host's ``/`` (overlayfs with a tmpfs upper
-layer), so the host's binaries, the repo and its venv are visible at the same paths and every
-write stays in RAM. The machine runs a cgroup v1 hybrid layout without a host systemd, which
+layer), so the host's binaries are visible at the same paths and every write stays in RAM. The
+running checkout (or venv) is bound in read-only at its own path, wherever it lives: below /tmp,
+which is a fresh tmpfs inside, or in a 0700 home. Alternatively (``SandboxConfig.rootfs``) it
+boots a whole OS tree of its own, e.g. a freshly debootstrapped Debian, as it is. The machine runs a cgroup v1 hybrid layout without a host systemd, which
 forces a few unusual choices, all verified by hand first (see the shared sandbox notes):
 
 * nspawn mounts every v1 controller read-only unless a user namespace is used, and podman then
@@ -51,8 +53,6 @@ STORAGE_MARKER = ".podvisor-sandbox-storage"  # podman ignores unknown files in 
 INNER_STORAGE = "/var/lib/containers/storage"
 FALLBACK_CONMON = "/usr/bin/conmon"
 EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Mounted over inside (nspawn's tmpfs /tmp and /run, API file systems, the storage bind).
-HIDDEN_INSIDE = tuple(map(Path, ("/tmp", "/run", "/dev", "/proc", "/sys", "/var/lib/containers/storage")))
 
 # Host services that only slow the boot down or fail in a container; host-enabled units
 # (see _host_enabled_units) are masked too, so new host services don't creep in.
@@ -103,7 +103,9 @@ class Bind:
         return bind
 
     def nspawn_option(self) -> str:
-        return f"--bind{'-ro' if self.readonly else ''}={self.source}:{self.target}"
+        # nspawn splits at ':' and reads backslash escapes: "\\:" is a colon inside a path
+        src, dst = (str(p).replace("\\", "\\\\").replace(":", "\\:") for p in (self.source, self.target))
+        return f"--bind{'-ro' if self.readonly else ''}={src}:{dst}"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,11 @@ class SandboxConfig:
     binds: tuple[Bind, ...] = ()
     keep_storage: bool = False  # keep podman's image store for the next boot
     conmon_path: str | None = None  # default: default_conmon_path()
-    mask: tuple[str, ...] | None = None  # units masked inside; default: default_mask()
+    mask: tuple[str, ...] | None = None  # units masked inside; default: default_mask() (rootfs: none)
+    # Boot this OS tree instead of the overlay of /: used in place (writes land in it) and left as
+    # it is - no containers.conf, masks (unless `mask`), checkout or venv binds are added, so it
+    # behaves as a machine of its own would. The caller owns (and removes) the directory.
+    rootfs: Path | None = None
 
 
 @dataclass
@@ -170,8 +176,7 @@ class Status:
 
 
 def default_conmon_path() -> str:
-    """Our monitor from the running venv (the overlay shows it at the same path inside;
-    where the sandbox mounts over it, e.g. a checkout under /tmp, venv_binds() binds it in)."""
+    """Our monitor from the running venv (checkout_binds() shows it inside at the same path)."""
     ours = Path(sys.executable).parent / "podvisor-conmon"  # no resolve(): venv bin/ is a symlink farm
     if not os.access(ours, os.X_OK):
         log.warning("%s not found; the sandbox uses %s", ours, FALLBACK_CONMON)
@@ -179,17 +184,22 @@ def default_conmon_path() -> str:
     return str(ours)
 
 
-def venv_binds() -> tuple[Bind, ...]:
-    """A read-only bind of the running venv when the sandbox would hide it."""
-    prefix = Path(sys.prefix)
-    if visible_inside(prefix):
-        return ()
-    return (Bind(prefix, prefix, readonly=True),)
+def running_checkout() -> Path | None:
+    """The checkout whose venv runs this Python (scripts/install.sh puts it at CHECKOUT/.venv)."""
+    parent = Path(sys.prefix).parent
+    return parent if (parent / "setup.cfg").is_file() and (parent / "supervisor").is_dir() else None
 
 
-def visible_inside(path: Path) -> bool:
-    """Whether a host path shows through the overlay at the same path inside."""
-    return not any(path.is_relative_to(h) for h in HIDDEN_INSIDE)
+def checkout_binds() -> tuple[Bind, ...]:
+    """Read-only binds of the running checkout and venv at their own paths.
+
+    Always bound, not left to the overlay: inside, /tmp and /run are fresh tmpfs that would hide
+    a checkout there, and host files changed after the boot would show only until copied up."""
+    prefix, checkout = Path(sys.prefix), running_checkout()
+    binds = [Bind(checkout, checkout, readonly=True)] if checkout else []
+    if checkout is None or not prefix.is_relative_to(checkout):
+        binds.append(Bind(prefix, prefix, readonly=True))
+    return tuple(binds)
 
 
 def default_mask() -> tuple[str, ...]:
@@ -540,10 +550,14 @@ class Sandbox:
     def _boot(self, state: SandboxState, nspawn: str, t0: float) -> BootReport:
         self._save_state(state)
         self._prepare_storage()
-        root = self._prepare_rootfs()
+        if self.config.rootfs is None:
+            root = self._prepare_rootfs()
+            self._configure_rootfs(root)
+        else:
+            root = self._own_rootfs(self.config.rootfs)
+            self._mask_units(root, self.config.mask or ())
         st = root.stat()  # nspawn names its lock after the image's device and inode
         state.image_lock = str(NSPAWN_RUN / "locks" / f"inode-{st.st_dev}:{st.st_ino}")
-        self._configure_rootfs(root)
         cgroups = plan_cgroups(self.name)
         if taken := [cg.path for cg in cgroups if os.path.exists(cg.path)]:  # never adopt (and later kill) those
             raise SandboxError(f"cgroup {taken[0]} already exists: is another sandbox named {self.name!r} "
@@ -562,7 +576,10 @@ class Sandbox:
         self._save_state(state)
         failed: tuple[str, ...] = ()
         if system_state == "degraded":
-            out = self.run(["systemctl", "--failed", "--plain", "--no-legend"]).stdout
+            # not self.run(): status() reads "stopping" while this start still holds the lock
+            out = subprocess.run(self._nsenter_argv(state.systemd_pid, ["systemctl", "--failed", "--plain", "--no-legend"]),
+                                 env=self._inner_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                 timeout=30).stdout
             failed = tuple(line.split()[0] for line in out.splitlines() if line.strip())
             log.warning("sandbox %r is degraded; failed units: %s", self.name, " ".join(failed))
         return BootReport(system_state, t_systemd, state.boot_seconds, failed)
@@ -598,13 +615,26 @@ class Sandbox:
         journald.mkdir(parents=True, exist_ok=True)
         # the journal in /run (a fresh tmpfs) only: no copy-up of the host's /var/log/journal
         (journald / "90-podvisor-sandbox.conf").write_text("[Journal]\nStorage=volatile\n")
-        units = root / "etc/systemd/system"
-        for unit in self.config.mask if self.config.mask is not None else default_mask():
-            link = units / unit
+        self._mask_units(root, self.config.mask if self.config.mask is not None else default_mask())
+        (root / "etc/hostname").write_text(self.name + "\n")
+
+    @staticmethod
+    def _mask_units(root: Path, units: Sequence[str]) -> None:
+        for unit in units:
+            link = root / "etc/systemd/system" / unit
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to("/dev/null")
-        (root / "etc/hostname").write_text(self.name + "\n")
+
+    @staticmethod
+    def _own_rootfs(path: Path) -> Path:
+        """A caller's OS tree: it must have a systemd to boot, and must not be the host's /."""
+        root = Path(os.path.realpath(path))
+        if not root.is_absolute() or root == Path("/") or not root.is_dir():
+            raise SandboxError(f"rootfs {path}: expected a directory holding an OS tree (not /)")
+        if not any((root / p).exists() for p in ("usr/lib/systemd/systemd", "lib/systemd/systemd")):
+            raise SandboxError(f"rootfs {path} has no /usr/lib/systemd/systemd to boot: install systemd-sysv in it")
+        return root
 
     def _check_storage_dir(self) -> None:
         if not _is_our_storage(self.storage_dir):
@@ -637,7 +667,8 @@ class Sandbox:
                 "--tmpfs=/sys/fs/cgroup:mode=755",
                 f"--bind={self.storage_dir}:{INNER_STORAGE}"]
         argv += [f"--bind={cg.path}:{cg.target}" for cg in cgroups if cg.target]
-        argv += [b.nspawn_option() for b in (*venv_binds(), *self.config.binds)]
+        binds = self.config.binds if self.config.rootfs else (*checkout_binds(), *self.config.binds)
+        argv += [b.nspawn_option() for b in dict.fromkeys(binds)]
         return argv
 
     def _launch(self, state: SandboxState, nspawn: str, root: Path) -> None:

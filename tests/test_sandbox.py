@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Bind, Sandbox, SandboxConfig, SandboxError, default_conmon_path, venv_binds, plan_cgroups
+from supervisor.sandbox import Bind, Sandbox, SandboxConfig, SandboxError, checkout_binds, default_conmon_path, plan_cgroups
 
 
 def needs_sandbox(test: Callable[..., None]) -> Callable[..., None]:
@@ -448,6 +448,18 @@ def test_default_conmon_is_ours_when_the_venv_has_it_and_it_is_visible_inside(
         monkeypatch.setattr("sys.prefix", tmp)
         # still ours: the venv gets bound in read-only, rather than testing the wrong monitor
         assert default_conmon_path() == str(hidden)
-        assert venv_binds() == (Bind(Path(tmp), Path(tmp), readonly=True),)
-    monkeypatch.setattr("sys.prefix", "/var/tmp/some-venv")
-    assert venv_binds() == ()
+        assert checkout_binds() == (Bind(Path(tmp), Path(tmp), readonly=True),)
+
+
+def test_the_checkout_is_bound_in_read_only_wherever_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="pvt my:checkout ") as tmp:  # a blank and a colon
+        checkout = Path(tmp)
+        (checkout / "setup.cfg").touch()
+        (checkout / "supervisor").mkdir()
+        monkeypatch.setattr("sys.prefix", str(checkout / ".venv"))
+        assert checkout_binds() == (Bind(checkout, checkout, readonly=True),)  # the venv is inside it
+        escaped = tmp.replace(":", "\\:")  # nspawn's syntax: ':' separates, '\:' is a colon
+        assert Bind(checkout, checkout, readonly=True).nspawn_option() == f"--bind-ro={escaped}:{escaped}"
+    monkeypatch.setattr("sys.prefix", "/var/tmp/some-venv")  # a venv outside any checkout: itself
+    venv = Path("/var/tmp/some-venv")
+    assert checkout_binds() == (Bind(venv, venv, readonly=True),)

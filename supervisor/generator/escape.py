@@ -60,13 +60,15 @@ def word(value: str, *, command: bool = True) -> str:
 
 
 def command(argv: Sequence[str], prefix: str = "", width: int = 100) -> str:
-    """An Exec*= value: the executable (absolute, never quoted) with optional prefix (``-``) and
+    """An Exec*= value: the executable (absolute, quoted when needed) with optional prefix (``-``) and
     the escaped arguments, wrapped onto continuation lines of about `width` columns."""
     exe = argv[0]
-    if not exe.startswith("/") or any(c in _NEEDS_QUOTES or c == "%" or _is_control(c) for c in exe):
-        raise EscapeError(f"executable {exe!r} must be an absolute path without blanks, quotes or '%'")
+    # quoted and %-escaped like any word (a checkout path may hold blanks); '$' is refused: systemd
+    # substitutes variables in argv[0] but not in the path it executes, so no escaping fits both
+    if not exe.startswith("/") or "$" in exe or any(_is_control(c) for c in exe):
+        raise EscapeError(f"executable {exe!r} must be an absolute path without '$' or control characters")
     lines: list[str] = []
-    current = prefix + exe
+    current = prefix + word(exe)
     for arg in argv[1:]:
         w = word(arg)
         if len(current) + 1 + len(w) > width and current.strip():

@@ -56,9 +56,11 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("podman", "podvisor", "systemctl", "coreutils", "containers_conf", "monitor"):
             value = getattr(self, name)
-            if not value.startswith("/") or any(c.isspace() or c in "\"'\\%$;" or ord(c) < 0x20 for c in value):
-                raise SettingsError(f"{name} = {value!r}: expected an absolute path without blanks, "
-                                    "quotes, backslashes, '%', '$' or ';'")
+            # blanks, quotes, '%' are escaped in the units like any argv; '$' cannot be (escape.command)
+            if (not value.startswith("/") or value != value.strip() or "$" in value
+                    or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
+                raise SettingsError(f"{name} = {value!r}: expected an absolute path without '$', control "
+                                    "characters or blanks at its ends")
         for arg in self.podman_global_args:
             if not arg.startswith("--") or "=" not in arg:
                 raise SettingsError(f"podman global argument {arg!r}: write it as --flag=value")

@@ -4,6 +4,7 @@ Its containers.conf points podman at the venv's podvisor-conmon; the busybox ima
 static sd-notify tool are put in once per session."""
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import uuid
@@ -51,6 +52,27 @@ def sh(sb: Sandbox, script: str, *, check: bool = True, timeout: float = 60,
     if check and res.returncode:
         raise AssertionError(f"in sandbox: {script!r} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
     return res
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def as_nobody(sb: Sandbox, program: str) -> list[str]:
+    """The argv prefix that runs `program` (of the checkout's venv) as user nobody inside.
+
+    The checkout may live in a 0700 home (/root/x), where nobody cannot reach it. Inside the
+    sandbox - its RAM layer only, never the host - the directories above the checkout get o+x,
+    as on a machine with a world-readable checkout. If the checkout itself is not readable by
+    others, the test is skipped with the reason."""
+    checkout = Path(__file__).resolve().parents[2]
+    for parent in reversed(checkout.parents):
+        if not parent.stat().st_mode & 0o001:
+            sh(sb, f"chmod o+x {shlex.quote(str(parent))}")
+    res = sb.run([*NOBODY, program, "--help"])
+    if res.returncode:
+        pytest.skip(f"user nobody cannot run {program} (the checkout {checkout} is not readable by others: "
+                    f"{res.stderr.strip().splitlines()[-1:]})")
+    return NOBODY
 
 
 def install_unit(sb: Sandbox, name: str, text: str) -> None:

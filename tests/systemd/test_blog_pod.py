@@ -3,6 +3,7 @@ pod's start returns when the blog is served, container output is in the journal,
 container is restarted by systemd, and a stop leaves nothing behind for the next start."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from .conftest import IMAGE, sh, unit_props
 pytestmark = pytest.mark.systemd
 
 REPO = Path(__file__).resolve().parents[2]
-PODVISOR = str(Path(sys.executable).parent / "podvisor")
+PODVISOR = shlex.quote(str(Path(sys.executable).parent / "podvisor"))  # for sh -c: the checkout may hold blanks
 FETCH = ("import urllib.request as u; r = u.urlopen('http://127.0.0.1:8080/', timeout=5); "
          "print(r.headers.get('X-Served-By')); print(r.read().decode())")
 
@@ -28,7 +29,7 @@ def _install(sb: Sandbox, name: str, text: str) -> None:
 
 
 def _fetch(sb: Sandbox) -> str:
-    return sh(sb, f"{sys.executable} -c \"{FETCH}\"").stdout
+    return sh(sb, f"{shlex.quote(sys.executable)} -c {shlex.quote(FETCH)}").stdout
 
 
 def _main_pid(sb: Sandbox, unit: str) -> int:

@@ -5,8 +5,10 @@ checked against what systemd (`systemctl show`) and podman (`podman inspect`) re
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,14 +19,13 @@ import pytest
 from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
 from supervisor.sandbox import Sandbox
 
-from .conftest import install_unit, sh, unit_props
+from .conftest import as_nobody, install_unit, sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
 REPO = Path(__file__).resolve().parents[2]
 PODVISOR = str(Path(sys.executable).parent / "podvisor")  # the venv's, visible inside the sandbox
 PODS = "/srv/pvt-pods"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 CRASH = f"""\
 apiVersion: v1
@@ -266,12 +267,26 @@ def test_logs_interleaved_by_time_with_the_container_named(pods: Sandbox) -> Non
     assert any("GET /missing" in x["message"] for x in recent)
 
 
-def test_logs_follow(pods: Sandbox) -> None:
-    script = ("(sleep 1.5; curl -s http://127.0.0.1:8080/followed >/dev/null) & "
-              f"exec timeout --preserve-status -s INT 5 {PODVISOR} logs blog -f -n 1")
-    res = sh(pods, script, check=False, timeout=30)
+def follow_logs(sb: Sandbox, args: str, watch: str, timeout: float = 30) -> tuple[int, list[str]]:
+    """`podvisor logs ARGS` (following) until the shell code `watch` has run, then Ctrl-C (SIGINT).
+
+    `watch` sees the output file as "$out" and has `w COND`, which waits for a shell condition
+    (up to `timeout`): conditions, not a fixed time, since under load podvisor alone may take
+    seconds to start. It runs beside the exec'd podvisor, whose PID is the shell's $$."""
+    out = f"/run/pvt-follow-{uuid.uuid4().hex[:8]}.out"
+    script = (f'out={out}; : > "$out"\n'
+              f'w() {{ i=0; until eval "$1"; do [ $i -ge {int(timeout * 10)} ] && return 1; sleep 0.1; i=$((i+1)); done; }}\n'
+              f'( {watch}; kill -INT $$ ) >/dev/null 2>&1 &\n'
+              f'exec {shlex.quote(PODVISOR)} logs {args} >"$out"\n')
+    res = sh(sb, script, check=False, timeout=2 * timeout + 30)
+    text = sh(sb, f"cat {out}; rm -f {out}").stdout
     assert res.returncode == 130, res.stderr  # Ctrl-C ends it
-    lines = res.stdout.splitlines()
+    return res.returncode, text.splitlines()
+
+
+def test_logs_follow(pods: Sandbox) -> None:
+    _, lines = follow_logs(pods, "blog -f -n 1", """w '[ -s "$out" ]' && curl -s http://127.0.0.1:8080/followed >/dev/null \
+        && w 'grep -q " web   | .*/followed" "$out" && grep -q " proxy | .*/followed" "$out"'""")
     assert len(lines) >= 3  # one old line, then the new request through proxy and web
     assert any(" web   | " in x and "/followed" in x for x in lines[1:])
     assert any(" proxy | " in x and "/followed" in x for x in lines[1:])
@@ -287,8 +302,8 @@ def test_logs_of_a_k8s_file_container(pods: Sandbox) -> None:
     assert [x["stream"] for x in lines[:2]] == ["stdout", "stderr"] and {x["container"] for x in lines} == {"kf"}
     # read from the file: the journal has none of it
     assert sh(pods, "journalctl CONTAINER_NAME=kf.kf -o cat --no-pager").stdout == ""
-    res = sh(pods, f"exec timeout --preserve-status -s INT 2 {PODVISOR} logs kf -f -n 0", check=False, timeout=20)
-    assert res.returncode == 130 and " kf | out " in res.stdout and res.stdout.count("\n") >= 4
+    _, followed = follow_logs(pods, "kf -f -n 0", """w '[ "$(wc -l < "$out")" -ge 4 ]'""")
+    assert len(followed) >= 4 and any(" kf | out " in x for x in followed)
     assert pv(pods, "stop", "kf").returncode == 0
 
 
@@ -382,11 +397,14 @@ def test_errors_are_clear(pods: Sandbox) -> None:
     res = pv(pods, "logs", "blog", "nosuch")
     assert res.returncode == 1 and "pod 'blog' has no container 'nosuch' (containers: proxy, web)" in res.stderr
 
-    res = pv(pods, "stop", "blog", user=NOBODY)
+
+def test_an_unprivileged_user_may_look_but_not_stop(pods: Sandbox) -> None:
+    nobody = as_nobody(pods, PODVISOR)
+    res = pv(pods, "stop", "blog", user=nobody)
     assert res.returncode == 1
     assert res.stderr.startswith("podvisor: error: permission denied: systemd refused to stop pod-blog.service")
     assert unit_props(pods, "pod-blog.service", "ActiveState")["ActiveState"] == "active"
-    res = pv(pods, "ps", "--json", user=NOBODY)  # reading is allowed: systemd and /proc, no podman
+    res = pv(pods, "ps", "--json", user=nobody)  # reading is allowed: systemd and /proc, no podman
     assert res.returncode == 0
     data = json.loads(res.stdout)
     assert any("not running as root" in w for w in data["warnings"])

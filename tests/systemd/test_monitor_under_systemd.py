@@ -3,6 +3,7 @@ status and watchdog through the notify proxy, the journald log driver, OOM repor
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_journald_driver(sandbox: Sandbox, monitor: str) -> None:
     """Entries carry the fields podman's reader and `journalctl CONTAINER_NAME=` need; both
     monitors produce the same set and podman logs reads them back."""
     name = "jl-" + ("ref" if monitor.endswith("/conmon") else "ours")
-    sh(sandbox, f"podman --conmon {monitor} run --name {name} --network none --log-driver journald "
+    sh(sandbox, f"podman --conmon {shlex.quote(monitor)} run --name {name} --network none --log-driver journald "
                 f"{IMAGE} sh -c 'echo out-line; echo err-line >&2; printf tail-noeol'")
     try:
         raw = sh(sandbox, f"journalctl CONTAINER_NAME={name} -o json --no-pager").stdout

@@ -17,7 +17,7 @@ from supervisor.generator.render import RenderedUnit, render_pod
 from supervisor.generator.settings import Settings
 from supervisor.generator.verify import verify
 from supervisor.pods import kube
-from supervisor.pods.unitfile import read_unit, split_command, substitute_env
+from supervisor.pods.unitfile import expand_specifiers, read_unit, split_command, split_words, substitute_env
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generator" / "golden"
 SETTINGS = Settings(podman="/usr/bin/podman", podvisor="/usr/bin/env", containers_conf="/etc/podvisor/containers.conf",
@@ -206,3 +206,26 @@ def test_quadlet_lines_appended_after_ours(tmp_path: Path) -> None:
     # Quadlet text keeps its systemd meaning: %n is the unit, $X the unit's variable
     [argv] = argvs(u["pod-p@c.service"], "ExecStart", "pod-p@c.service", env={"X": "1"})
     assert argv[-3:] == ["echo", "pod-p@c.service", "1"]
+
+
+def test_installation_paths_with_blanks_and_quotes_are_escaped() -> None:
+    """A checkout anywhere: its venv's podvisor and monitor, and the containers.conf, may hold
+    blanks, quotes or '%' - they reach the processes exactly, like any other argv."""
+    venv = "/root/my checkout/it's 100%/.venv/bin"
+    settings = Settings(podman="/usr/bin/podman", podvisor=f"{venv}/podvisor", monitor=f"{venv}/podvisor-conmon",
+                        containers_conf="/etc/pod visor/containers.conf")
+    units = units_of(GOLDEN / "blog.yaml", settings)
+    web = argvs(units["pod-blog@web.service"], "ExecStart", "pod-blog@web.service")[0]
+    assert web[:2] == [f"{venv}/podvisor", "ready-probe"]
+    spec = {"n": "pod-blog@web.service", "N": "pod-blog@web", "p": "pod-blog", "i": "web", "t": "/run"}
+    env = [w for v in keys(units["pod-blog@web.service"])["Service"]["Environment"]
+           for w in split_words(expand_specifiers(v, spec))]
+    assert b"CONTAINERS_CONF=/etc/pod visor/containers.conf" in env
+
+
+def test_installation_paths_that_cannot_be_written_are_refused() -> None:
+    from supervisor.generator.settings import SettingsError
+
+    for bad in ("relative/podvisor", "/opt/$HOME/podvisor", "/opt/pod\nvisor", "/opt/podvisor "):
+        with pytest.raises(SettingsError, match="expected an absolute path"):
+            Settings(podvisor=bad)
