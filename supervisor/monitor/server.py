@@ -1,0 +1,444 @@
+"""podvisor-conmon's fork server: one long-lived interpreter with the monitor imported, which
+forks a monitor for each launcher (launch.py) that hands it a container.
+
+A forked monitor shares the server's pages (interpreter, modules, libc) until it writes them, so
+each container costs only what its monitor dirties: the garbage collector is frozen before each
+fork so that it never walks, and so copies, the server's objects, and everything a monitor may need
+is imported here first, never after the fork.
+
+Per request: the peer must be root (SO_PEERCRED), run this install's interpreter, sit in the same
+namespaces and root with the same capabilities, seccomp and no_new_privs (else its monitor would
+escape limits podman runs under), and send this install's token; anything else is refused (`F`)
+and the launcher runs the monitor itself. Then the server forks the monitor's first process:
+it takes the launcher's fds (at the same numbers), environment, cwd, umask and rlimits, waits for
+podman's start byte, joins the launcher's cgroups, says `S`, and runs main.run like a directly
+started first process: it forks the monitor, writes the conmon pid file and exits. The server
+relays that exit status (`X code`). The monitor is the first process's child, so it is orphaned at
+once and reparented to init (systemd, where it runs), which reaps it and sees the container's status
+as before; it never depends on the server, which can be killed at any time.
+
+Run: `python -m supervisor.monitor.server [SOCKET]`, by podvisor-conmon.socket (systemd socket
+activation, LISTEN_FDS) or on demand by a launcher (see launch.start_server).
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+
+from . import launch
+
+NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
+SECURITY_FIELDS = (b"CapInh", b"CapPrm", b"CapEff", b"CapBnd", b"CapAmb", b"NoNewPrivs",
+                   b"Seccomp")
+MAX_REQUEST = 4 << 20
+REQUEST_TIMEOUT = 10.0  # seconds for a launcher to send its request
+STALE = 3  # a first process's exit status: the launcher is of another install (or build)
+
+
+def preload() -> None:
+    """Import now what any monitor may import later, and load libc through ctypes once."""
+    from . import (attach, cgroups, cli, control, identity, inotify, linux, main,  # noqa: F401
+                   notify, oom, process, runtime, stdio, syncpipe, terminal)
+    from .logs import journald, k8s_file  # noqa: F401
+    import syslog  # noqa: F401 - --syslog
+    import traceback  # noqa: F401 - the monitor's last-resort report
+
+    try:
+        import sdnotify  # noqa: F401 - --sdnotify-socket
+    except ImportError:
+        pass
+    identity._setproctitle()
+    linux._c()
+    # run the option parser a few times: its lazy imports, regex and gettext caches and the
+    # interpreter's specialised bytecode are then made here, once, not in every monitor
+    sample = ["--api-version", "1", "-c", "0" * 64, "-u", "0" * 64, "-r", sys.executable,
+              "-b", "/", "-p", "/pidfile", "-n", "warm-up", "--exit-dir", "/", "--full-attach",
+              "-s", "-l", "k8s-file:/ctr.log", "--log-level", "warning", "--runtime-arg",
+              "--log-format=json", "--runtime-arg", "--log", "--runtime-arg=/oci-log",
+              "--conmon-pidfile", "/conmon.pid", "--exit-command", sys.executable,
+              "--exit-command-arg", "--root", "--exit-command-arg", "/storage"]
+    for _ in range(20):
+        try:
+            cli.parse(sample)
+        except SystemExit:
+            break
+
+
+class Refused(Exception):
+    pass
+
+
+def _status_fields(pid: int | str) -> dict[bytes, bytes]:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        return {k: v.strip() for k, _, v in (line.partition(b":") for line in f)
+                if k in SECURITY_FIELDS}
+
+
+def _exe(pid: int | str) -> str:
+    return os.path.realpath(f"/proc/{pid}/exe")
+
+
+def check_peer(pid: int, uid: int) -> None:
+    """The launcher must be root, this install's interpreter, and no more confined than us."""
+    if uid != 0 or os.geteuid() != 0:
+        raise Refused(f"peer uid {uid}: only root")
+    if _exe(pid) != _exe("self"):
+        raise Refused(f"peer runs {_exe(pid)}, not {_exe('self')}")
+    for ns in NAMESPACES:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                raise Refused(f"peer is in another {ns} namespace")
+        except FileNotFoundError:
+            continue
+    a, b = os.stat(f"/proc/{pid}/root"), os.stat("/")
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        raise Refused("peer has another root directory")
+    if _status_fields(pid) != _status_fields("self"):
+        raise Refused("peer has other capabilities, seccomp or no_new_privs")
+    for lsm in ("current",):
+        try:
+            with open(f"/proc/{pid}/attr/{lsm}", "rb") as f, open(f"/proc/self/attr/{lsm}", "rb") as g:
+                if f.read() != g.read():
+                    raise Refused("peer has another security label")
+        except OSError:
+            pass
+
+
+class Request:
+    def __init__(self, payload: bytes, fds: list[int]) -> None:
+        f = payload.split(b"\0")
+        if f[0] != launch.PROTOCOL:
+            raise Refused(f"protocol {f[0][:40]!r}")
+        self.token = f[1]
+        self.cwd = f[2]
+        self.umask = int(f[3])
+        n = int(f[4])
+        self.argv = [os.fsdecode(a) for a in f[5:5 + n]]
+        i = 5 + n
+        m = int(f[i])
+        self.env = dict(e.split(b"=", 1) for e in f[i + 1:i + 1 + m])
+        i += 1 + m
+        k = int(f[i])
+        self.targets = [int(x) for x in f[i + 1:i + 1 + k]]
+        if len(self.targets) != len(fds):
+            raise Refused(f"{len(fds)} fds for {len(self.targets)} numbers")
+        self.fds = fds
+
+
+def read_request(conn: socket.socket) -> Request:
+    fds: list[int] = []
+    data = b""
+    try:
+        msg, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(launch.MAX_FDS * 4))
+        for level, kind, blob in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += struct.unpack(f"{len(blob) // 4}i", blob[:len(blob) - len(blob) % 4])
+        if flags & socket.MSG_CTRUNC:
+            raise Refused("too many fds")
+        data = msg
+        if len(data) < 4:
+            raise Refused("short request")
+        size = int.from_bytes(data[:4], "little")
+        if size > MAX_REQUEST:
+            raise Refused("request too large")
+        while len(data) < size + 4:
+            more = conn.recv(size + 4 - len(data))
+            if not more:
+                raise Refused("truncated request")
+            data += more
+        for fd in fds:
+            os.set_inheritable(fd, False)  # until placed in the monitor
+        return Request(data[4:4 + size], fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _send(conn: socket.socket, line: bytes) -> None:
+    try:
+        conn.sendall(line + b"\n")
+    except OSError:
+        pass
+
+
+# ---- the monitor's first process (in the forked child) ------------------------------------------
+
+def _place_fds(req: Request, keep: socket.socket) -> socket.socket:
+    """Give the child exactly the launcher's fds at the launcher's numbers (plus `keep`)."""
+    present = [int(n) for n in os.listdir("/proc/self/fd")]
+    base = max([*present, *req.targets, 2]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in req.fds]
+    conn_fd = fcntl.fcntl(keep.fileno(), fcntl.F_DUPFD_CLOEXEC, base)
+    keep.detach()  # its number is about to be closed, and may be a target: never close it again
+    wanted = {*high, conn_fd}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in wanted:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    for src, dst in zip(high, req.targets):
+        os.dup2(src, dst, inheritable=True)
+        os.close(src)
+    return socket.socket(fileno=conn_fd)
+
+
+def _wait_start(env: dict[bytes, bytes]) -> None:
+    """podman writes the start pipe once it has put the launcher in its cgroups: wait for that
+    without reading it (main.run reads it, as in a direct start)."""
+    try:
+        fd = int(env[b"_OCI_STARTPIPE"])
+    except (KeyError, ValueError):
+        return
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    while True:
+        try:
+            p.poll()
+            return
+        except InterruptedError:
+            continue
+
+
+def _limits_of(pid: int) -> list[tuple[int, tuple[int, int]]]:
+    out = []
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            r = getattr(resource, name)
+            try:
+                out.append((r, resource.prlimit(pid, r)))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def first_process(conn: socket.socket, token: bytes) -> int:
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        conn.settimeout(REQUEST_TIMEOUT)
+        peer, uid, _ = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        check_peer(peer, uid)
+        req = read_request(conn)
+    except (Refused, OSError, ValueError, IndexError) as e:
+        _send(conn, f"F {e}".encode())
+        return 1
+    if req.token != token:
+        _send(conn, b"F install token differs")
+        return STALE
+    limits = _limits_of(peer)
+    conn.settimeout(None)
+    conn = _place_fds(req, conn)
+    os.environ.clear()  # os.environ, not environb: the two keep separate copies
+    for k, v in req.env.items():
+        os.environ[os.fsdecode(k)] = os.fsdecode(v)
+    os.chdir(req.cwd)
+    os.umask(req.umask)
+    for r, lim in limits:
+        try:
+            resource.setrlimit(r, lim)
+        except (OSError, ValueError):
+            pass
+    from .cgroups import join_cgroups_of
+    from .identity import set_identity
+    from .main import run
+
+    _wait_start(req.env)
+    try:
+        join_cgroups_of(peer)
+    except OSError as e:
+        _send(conn, f"F cannot join the launcher's cgroups: {e}".encode())
+        return 1
+    set_identity(req.argv)
+    _send(conn, b"S")
+    conn.close()
+    sys.argv[1:] = req.argv
+    gc.enable()
+    try:
+        return run(req.argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+# ---- the server -----------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, listener: socket.socket, path: str, activated: bool) -> None:
+        self.listener = listener
+        self.path = path
+        self.activated = activated
+        self.token = launch.install_token()
+        self.poll = select.poll()
+        self.poll.register(listener.fileno(), select.POLLIN)
+        self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, launcher)
+        self.running = True
+
+    def serve(self) -> None:
+        while self.running or self.children:
+            try:
+                events = self.poll.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == self.listener.fileno():
+                    self._accept()
+                else:
+                    self._reap(fd)
+
+    def _accept(self) -> None:
+        """Fork at once: every object the server touches after a fork stays, as a private copy,
+        in every monitor forked before it, so reading and checking the request is the child's."""
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        gc.freeze()  # the child's collections never touch (copy) what exists now
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.listener.detach()
+                for _, other in self.children.values():
+                    other.detach()
+                code = first_process(conn, self.token)
+            except BaseException as e:  # noqa: BLE001
+                import traceback
+
+                try:
+                    sys.stderr.write(f"[conmon:e]: monitor start failed: {e}\n"
+                                     f"{traceback.format_exc()}")
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+            finally:
+                os._exit(code)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # no pidfds: the first process lives for milliseconds, wait for it
+            _, status = os.waitpid(pid, 0)
+            self._done(conn, status)
+            return
+        self.children[pidfd] = (pid, conn)
+        self.poll.register(pidfd, select.POLLIN)
+
+    def _done(self, conn: socket.socket, status: int) -> None:
+        code = _code(status)
+        if code == STALE:
+            try:
+                stale = launch.install_token() != self.token
+            except OSError:
+                stale = True
+            if stale:  # we were upgraded on disk: make way for a server of the new install
+                self.stop()
+        _send(conn, b"X %d" % code)  # ignored by a launcher that was refused
+        conn.close()
+
+    def _reap(self, pidfd: int) -> None:
+        pid, conn = self.children.pop(pidfd)
+        self.poll.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        self._done(conn, status)
+
+    def stop(self) -> None:
+        self.running = False
+        self.poll.unregister(self.listener.fileno())
+        if not self.activated:
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                    os.unlink(self.path)
+            except OSError:
+                pass
+        self.listener.close()
+
+
+def _code(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 1
+
+
+def _listen(path: str) -> tuple[socket.socket, bool] | None:
+    """The socket systemd passed us, else a fresh one at `path` (None: another server has it)."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+        for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(k, None)
+        sock = socket.socket(fileno=3)
+        os.set_inheritable(3, False)
+        return sock, True
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    st = os.stat(d)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SystemExit(f"podvisor-conmon server: {d} must be owned by root and not writable "
+                         "by others")
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return None  # another server is starting or serving here; the lock lives as long as we do
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)  # srw------- from the start
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock, False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-"):
+        sys.stderr.write("usage: python -m supervisor.monitor.server [SOCKET]\n")
+        return 2
+    path = args[0] if args else launch.socket_path()
+    gc.disable()  # the server allocates little; frozen before each fork anyway
+    preload()
+    from .identity import set_identity
+
+    made = _listen(path)
+    if made is None:
+        return 0
+    listener, activated = made
+    listener.setblocking(False)
+    signal.signal(signal.SIGTERM, lambda s, f: sys.exit(0))
+    set_identity(["--fork-server", path])
+    gc.collect()
+    gc.freeze()
+    server = Server(listener, path, activated)
+    try:
+        server.serve()
+    finally:
+        if server.running:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
