@@ -150,7 +150,7 @@ def check_monitor(name: str, pid: int) -> None:
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     if not cmdline:  # already a zombie: nothing left to look at
         return
-    is_podvisor = b"supervisor.monitor" in cmdline
+    is_podvisor = cmdline.startswith(b"podvisor-conmon ")  # its title (supervisor/monitor/identity.py)
     if is_podvisor != (name == "podvisor"):
         raise RuntimeError(f"monitor pid {pid} for {name} runs {cmdline[:120]!r}")
 
