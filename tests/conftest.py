@@ -142,11 +142,13 @@ def podman_for(store: Path, envs: dict[str, PodmanEnv],
                fork_server: Callable[[], Path]) -> Callable[..., PodmanEnv]:
     """A function (key, monitor path[, kind]) -> PodmanEnv sharing the session's store, made once
     per key; `kind` podvisor-forked points the monitor at the session's fork server."""
-    def get(key: str, monitor: str, kind: str = "") -> PodmanEnv:
+    def get(key: str, monitor: str, kind: str = "",
+            conmon_env: dict[str, str] | None = None) -> PodmanEnv:
         if key not in envs:
             storage = store / "storage"
-            conmon_env = None
-            if kind == "podvisor-forked":
+            if conmon_env is not None:
+                pass
+            elif kind == "podvisor-forked":
                 conmon_env = {"PODVISOR_CONMON_SERVER": "only",
                               "PODVISOR_CONMON_SOCKET": str(fork_server())}
             elif monitor != CONMON:

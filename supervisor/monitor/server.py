@@ -276,8 +276,10 @@ def first_process(conn: socket.socket, token: bytes) -> int:
         conn.settimeout(REQUEST_TIMEOUT)
         peer, uid, _ = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        check_peer(peer, uid)
+        # read first even from a stranger: closing on unread data would reset the connection
+        # and the launcher would never see why it was refused
         req = read_request(conn)
+        check_peer(peer, uid)
     except (Refused, OSError, ValueError, IndexError) as e:
         _send(conn, f"F {e}".encode())
         return 1
@@ -336,6 +338,7 @@ class Server:
         self.poll.register(listener.fileno(), select.POLLIN)
         self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, launcher)
         self.running = True
+        self.inode = 0 if activated else os.stat(path).st_ino  # ours to remove at the end
 
     def serve(self) -> None:
         while self.running or self.children:
@@ -411,7 +414,7 @@ class Server:
         self.poll.unregister(self.listener.fileno())
         if not self.activated:
             try:
-                if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                if os.stat(self.path).st_ino == self.inode:
                     os.unlink(self.path)
             except OSError:
                 pass
