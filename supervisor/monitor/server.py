@@ -462,10 +462,64 @@ def _listen(path: str) -> tuple[socket.socket, bool] | None:
     return sock, False
 
 
+SOCKET_UNIT = """\
+[Unit]
+Description=podvisor-conmon fork server socket
+Documentation=file://{doc}
+
+[Socket]
+ListenStream={socket}
+SocketMode=0600
+DirectoryMode=0700
+# root only: the server also checks SO_PEERCRED, namespaces and the install of every launcher
+
+[Install]
+WantedBy=sockets.target
+"""
+
+SERVICE_UNIT = """\
+[Unit]
+Description=podvisor-conmon fork server (forks the container monitors)
+Documentation=file://{doc}
+Requires=podvisor-conmon.socket
+After=podvisor-conmon.socket
+
+[Service]
+ExecStart={python} -I -m supervisor.monitor.server {socket}
+# monitors leave this cgroup (each joins its launcher's) before they run; a first process still
+# here when the server stops must finish its hand-over, so only the server itself is signalled
+KillMode=process
+Restart=on-failure
+"""
+
+
+def write_units(directory: str) -> list[str]:
+    """podvisor-conmon.socket and .service for this install (its interpreter and socket)."""
+    python = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "python3")
+    if not os.path.exists(python):
+        python = sys.executable
+    values = {"socket": launch.socket_path(), "python": python, "doc": os.path.abspath(__file__)}
+    written = []
+    for name, text in (("podvisor-conmon.socket", SOCKET_UNIT),
+                       ("podvisor-conmon.service", SERVICE_UNIT)):
+        path = os.path.join(directory, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text.format(**values))
+        os.rename(tmp, path)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--write-units":
+        for path in write_units(args[1]):
+            print(path)
+        return 0
     if args and args[0].startswith("-"):
-        sys.stderr.write("usage: python -m supervisor.monitor.server [SOCKET]\n")
+        sys.stderr.write("usage: python -m supervisor.monitor.server [SOCKET]\n"
+                         "       python -m supervisor.monitor.server --write-units DIR\n")
         return 2
     path = args[0] if args else launch.socket_path()
     gc.disable()  # the server allocates little; frozen before each fork anyway
