@@ -8,7 +8,7 @@ also what `pgrep conmon` does.
 """
 from __future__ import annotations
 
-NAME = "podvisor-conmon"
+NAME = "podvisor-conmon"  # 15 bytes: all of it fits in comm
 
 
 def _setproctitle():  # noqa: ANN202 - the C function, or None
@@ -41,10 +41,13 @@ def _setproctitle():  # noqa: ANN202 - the C function, or None
 
 def set_identity(argv: list[str]) -> None:
     # setproctitle (PyPI) rewrites the argv area the kernel shows as /proc/PID/cmdline, moving
-    # environ out of the way first: nothing in the standard library can do that
+    # environ out of the way first: nothing in the standard library can do that. On Linux it
+    # also sets comm with prctl(PR_SET_NAME) to the title's first 15 bytes, "podvisor-conmon".
     setproctitle = _setproctitle()
-    if setproctitle is not None:  # an install without it still runs, just shown as python3
+    if setproctitle is not None:
         setproctitle(" ".join([NAME, *argv]))
+        return
+    # an install without it still runs, shown as python3 … but named podvisor-conmon
     from .linux import set_comm
 
     try:

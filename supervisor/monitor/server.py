@@ -30,14 +30,13 @@ import select
 import signal
 import socket
 import stat
-import struct
 import sys
 
 from . import launch
 
 NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
-SECURITY_FIELDS = (b"CapInh", b"CapPrm", b"CapEff", b"CapBnd", b"CapAmb", b"NoNewPrivs",
-                   b"Seccomp")
+SECURITY_FIELDS = (b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:", b"NoNewPrivs:",
+                   b"Seccomp:")
 MAX_REQUEST = 4 << 20
 REQUEST_TIMEOUT = 10.0  # seconds for a launcher to send its request
 WARM_UP_ROUNDS = 20
@@ -123,40 +122,51 @@ class Refused(Exception):
     pass
 
 
-def _status_fields(pid: int | str) -> dict[bytes, bytes]:
-    with open(f"/proc/{pid}/status", "rb") as f:
-        return {k: v.strip() for k, _, v in (line.partition(b":") for line in f)
-                if k in SECURITY_FIELDS}
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
-def _exe(pid: int | str) -> str:
-    return os.path.realpath(f"/proc/{pid}/exe")
+def context(pid: int | str) -> tuple[tuple[str, object], ...]:
+    """What a monitor inherits from where it starts and may not gain by coming from us: the
+    interpreter, namespaces, root, capabilities, seccomp, no_new_privs, LSM label. Plain
+    syscalls and bytes only: this runs in every forked first process, and every object touched
+    there is a page copied from the server."""
+    out: list[tuple[str, object]] = [("interpreter", os.readlink(f"/proc/{pid}/exe"))]
+    for ns in NAMESPACES:
+        try:
+            out.append((f"{ns} namespace", os.readlink(f"/proc/{pid}/ns/{ns}")))
+        except FileNotFoundError:
+            pass
+    st = os.stat(f"/proc/{pid}/root")
+    out.append(("root directory", (st.st_dev, st.st_ino)))
+    status = _read(f"/proc/{pid}/status")
+    out.append(("capabilities, seccomp or no_new_privs",
+                [line for line in status.split(b"\n") if line.startswith(SECURITY_FIELDS)]))
+    try:
+        out.append(("security label", _read(f"/proc/{pid}/attr/current")))
+    except OSError:
+        pass
+    return tuple(out)
+
+
+_own_context: tuple[tuple[str, object], ...] = ()
 
 
 def check_peer(pid: int, uid: int) -> None:
     """The launcher must be root, this install's interpreter, and no more confined than us."""
     if uid != 0 or os.geteuid() != 0:
         raise Refused(f"peer uid {uid}: only root")
-    if _exe(pid) != _exe("self"):
-        raise Refused(f"peer runs {_exe(pid)}, not {_exe('self')}")
-    for ns in NAMESPACES:
-        try:
-            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
-                raise Refused(f"peer is in another {ns} namespace")
-        except FileNotFoundError:
-            continue
-    a, b = os.stat(f"/proc/{pid}/root"), os.stat("/")
-    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
-        raise Refused("peer has another root directory")
-    if _status_fields(pid) != _status_fields("self"):
-        raise Refused("peer has other capabilities, seccomp or no_new_privs")
-    for lsm in ("current",):
-        try:
-            with open(f"/proc/{pid}/attr/{lsm}", "rb") as f, open(f"/proc/self/attr/{lsm}", "rb") as g:
-                if f.read() != g.read():
-                    raise Refused("peer has another security label")
-        except OSError:
-            pass
+    theirs = context(pid)
+    if theirs != _own_context:
+        for (what, a), (_, b) in zip(theirs, _own_context):
+            if a != b:
+                raise Refused(f"peer has another {what}" if what != "interpreter"
+                              else f"peer runs {a}, not {b}")
+        raise Refused("peer differs")
 
 
 class Request:
@@ -187,7 +197,8 @@ def read_request(conn: socket.socket) -> Request:
         msg, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(launch.MAX_FDS * 4))
         for level, kind, blob in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += struct.unpack(f"{len(blob) // 4}i", blob[:len(blob) - len(blob) % 4])
+                fds += [int.from_bytes(blob[i:i + 4], sys.byteorder, signed=True)
+                        for i in range(0, len(blob) - 3, 4)]
         if flags & socket.MSG_CTRUNC:
             raise Refused("too many fds")
         data = msg
@@ -257,16 +268,33 @@ def _wait_start(env: dict[bytes, bytes]) -> None:
             continue
 
 
+RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
+
+
 def _limits_of(pid: int) -> list[tuple[int, tuple[int, int]]]:
     out = []
-    for name in dir(resource):
-        if name.startswith("RLIMIT_"):
-            r = getattr(resource, name)
-            try:
-                out.append((r, resource.prlimit(pid, r)))
-            except (OSError, ValueError):
-                pass
+    for r in RLIMITS:
+        try:
+            out.append((r, resource.prlimit(pid, r)))
+        except (OSError, ValueError):
+            pass
     return out
+
+
+def _set_environ(env: dict[bytes, bytes]) -> None:
+    """Make `env` the process's environment (the C one, which exec passes on, and os.environ)."""
+    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes, spares re-encoding
+    if not isinstance(data, dict):
+        os.environ.clear()
+        for k, v in env.items():
+            os.environ[os.fsdecode(k)] = os.fsdecode(v)
+        return
+    for k in list(data):
+        os.unsetenv(k)
+    data.clear()
+    for k, v in env.items():
+        os.putenv(k, v)
+        data[k] = v
 
 
 def first_process(conn: socket.socket, token: bytes) -> int:
@@ -274,8 +302,9 @@ def first_process(conn: socket.socket, token: bytes) -> int:
         signal.signal(sig, signal.SIG_DFL)
     try:
         conn.settimeout(REQUEST_TIMEOUT)
-        peer, uid, _ = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        peer = int.from_bytes(cred[0:4], sys.byteorder)
+        uid = int.from_bytes(cred[4:8], sys.byteorder)
         # read first even from a stranger: closing on unread data would reset the connection
         # and the launcher would never see why it was refused
         req = read_request(conn)
@@ -289,9 +318,7 @@ def first_process(conn: socket.socket, token: bytes) -> int:
     limits = _limits_of(peer)
     conn.settimeout(None)
     conn = _place_fds(req, conn)
-    os.environ.clear()  # os.environ, not environb: the two keep separate copies
-    for k, v in req.env.items():
-        os.environ[os.fsdecode(k)] = os.fsdecode(v)
+    _set_environ(req.env)
     os.chdir(req.cwd)
     os.umask(req.umask)
     for r, lim in limits:
@@ -533,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     listener.setblocking(False)
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(0))
     set_identity(["--fork-server", path])
+    global _own_context
+    _own_context = context("self")
     fill_free_blocks()
     gc.freeze()
     server = Server(listener, path, activated)
