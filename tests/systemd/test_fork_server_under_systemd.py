@@ -56,7 +56,7 @@ def _monitor(sb: Sandbox, unit: str) -> int:
     assert "podvisor-conmon --api-version 1" in sh(sb, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
     ppid = sh(sb, f"cut -d')' -f2 /proc/{pid}/stat").stdout.split()[1]
     assert ppid == "1", f"monitor {pid} is a child of {ppid}, not of systemd"
-    assert f"/system.slice/{unit}" in sh(sb, f"grep name=systemd /proc/{pid}/cgroup").stdout
+    assert f"/{unit}" in sh(sb, f"grep name=systemd /proc/{pid}/cgroup").stdout
     return pid
 
 
@@ -124,3 +124,29 @@ def test_stop_ends_as_success_with_kill_mode_mixed(sandbox: Sandbox, path: str) 
     finally:
         sh(sandbox, f"systemctl stop {unit}; rm -f /etc/systemd/system/{unit}; "
                     "systemctl daemon-reload", check=False, timeout=120)
+
+
+def test_blog_pod_main_process_is_podvisor_conmon(sandbox: Sandbox, path: str) -> None:
+    """The shipped example: `systemctl status pod-blog@web` names podvisor-conmon as the main
+    process, and the pod serves, on either path."""
+    from supervisor.images import BLOG_IMAGE, ensure_image
+
+    from .test_blog_pod import PODVISOR, REPO, _fetch, _install
+
+    ensure_image(sandbox.podman, BLOG_IMAGE)
+    _install(sandbox, "blog.yaml", (REPO / "units" / "blog" / "blog.yaml").read_text())
+    try:
+        sh(sandbox, "systemctl start pod-blog.service", timeout=120)
+        assert "Hello from the podvisor blog" in _fetch(sandbox)
+        for c in ("web", "proxy"):
+            unit = f"pod-blog@{c}.service"
+            pid = _monitor(sandbox, unit)
+            status = sh(sandbox, f"systemctl status --no-pager --lines 0 {unit}", check=False).stdout
+            main = next(line for line in status.splitlines() if "Main PID:" in line)
+            assert f"Main PID: {pid} (podvisor-conmon)" in main, status
+            # the title is one argv word (setproctitle), so systemd quotes it in the tree
+            assert f'{pid} "podvisor-conmon --api-version 1 -c ' in status, status
+        _served(sandbox, path)
+    finally:
+        sh(sandbox, "systemctl stop pod-blog.service", check=False, timeout=120)
+        sh(sandbox, f"{PODVISOR} uninstall blog", check=False)
