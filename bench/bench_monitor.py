@@ -150,7 +150,7 @@ def check_monitor(name: str, pid: int) -> None:
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     if not cmdline:  # already a zombie: nothing left to look at
         return
-    is_podvisor = b"supervisor.monitor" in cmdline
+    is_podvisor = cmdline.startswith(b"podvisor-conmon ")  # its title (supervisor/monitor/identity.py)
     if is_podvisor != (name == "podvisor"):
         raise RuntimeError(f"monitor pid {pid} for {name} runs {cmdline[:120]!r}")
 
@@ -294,16 +294,44 @@ class Bench:
         self.base = base
         self.monitors = {"conmon": CONMON, "podvisor": args.monitor}
         storage = base / "storage"
+        # podvisor's two paths: forked by a fork server the bench starts (PODVISOR_CONMON_SERVER=only:
+        # a monitor that did not come from it fails), or started directly (off)
+        self.sock = base / "fork-server" / "conmon.sock"
+        forked = {"PODVISOR_CONMON_SERVER": "only", "PODVISOR_CONMON_SOCKET": str(self.sock)}
+        direct = {"PODVISOR_CONMON_SERVER": "off"}
+        conmon_env = {"conmon": None, "podvisor": direct if args.direct else forked}
         self.envs: dict[str, PodmanEnv] = {
             name: make_env(base / name, path, root=storage / "root", runroot=storage / "run",
-                           tmpdir=storage / "tmp")
+                           tmpdir=storage / "tmp", conmon_env=conmon_env[name])
             for name, path in self.monitors.items()}
+        # the memory table's three columns
+        self.mem_envs = {"conmon": self.envs["conmon"],
+                         "direct": self.envs["podvisor"] if args.direct else make_env(
+                             base / "direct", args.monitor, root=storage / "root",
+                             runroot=storage / "run", tmpdir=storage / "tmp", conmon_env=direct),
+                         "forked": make_env(base / "forked", args.monitor, root=storage / "root",
+                                            runroot=storage / "run", tmpdir=storage / "tmp",
+                                            conmon_env=forked) if args.direct else self.envs["podvisor"]}
+        self.server: subprocess.Popen[bytes] | None = None
         self.image = ""
         self.data = base / "data"
         self.files: dict[str, tuple[int, str]] = {}  # kind -> (size, sha256)
         self.results: dict[str, Any] = {}
 
+    def start_server(self) -> None:
+        self.sock.parent.mkdir(mode=0o700)
+        python = str(Path(self.args.monitor).parent / "python3")  # the launcher's interpreter
+        self.server = subprocess.Popen([python, "-I", "-m", "supervisor.monitor.server",
+                                        str(self.sock)], cwd="/", stdin=subprocess.DEVNULL)
+        for _ in range(250):
+            if self.sock.exists() or self.server.poll() is not None:
+                break
+            time.sleep(0.02)
+        if not self.sock.exists():
+            raise RuntimeError(f"fork server did not start (exit {self.server.poll()})")
+
     def setup(self) -> None:
+        self.start_server()
         for name, env in self.envs.items():
             used = env.run("info", "--format", "{{.Host.Conmon.Path}}").stdout.strip()
             if used != self.monitors[name]:  # podman silently falls back to /usr/bin/conmon
@@ -451,8 +479,45 @@ class Bench:
         for env in self.envs.values():
             env.remove_all()
 
+    def memory_paths(self) -> None:
+        """USS/PSS per idle container for conmon, podvisor direct and podvisor forked, started
+        interleaved, for each count in --memory-counts; the server's own share is shown too."""
+        out: dict[str, Any] = {}
+        kinds = list(self.mem_envs)
+        for count in self.args.memory_counts:
+            pids: dict[str, list[int]] = {k: [] for k in kinds}
+            for i in range(count):
+                for k in (kinds if i % 2 == 0 else kinds[::-1]):
+                    env = self.mem_envs[k]
+                    cid = env.run("run", "-d", "--network", "none", self.image,
+                                  "sleep", "1000").stdout.strip()
+                    pid = int(env.inspect(cid, "{{.State.ConmonPid}}"))
+                    check_monitor("conmon" if k == "conmon" else "podvisor", pid)
+                    pids[k].append(pid)
+            time.sleep(1.0)
+            mem = {k: [memory(p) for p in pids[k]] for k in kinds}
+            server = memory(self.server.pid) if self.server else None
+            before = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
+            time.sleep(self.args.idle_seconds)
+            after = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
+            row: dict[str, Any] = {"server": server}
+            for k in kinds:
+                row[k] = {m: statistics.mean(x[m] for x in mem[k]) for m in ("vmrss_kb", "pss_kb", "uss_kb")}
+                row[k]["wakeups"] = after[k] - before[k]
+            if server:  # all the forked monitors together, the server included, per container
+                row["forked"]["pss_with_server_kb"] = row["forked"]["pss_kb"] + server["pss_kb"] / count
+            out[str(count)] = row
+            log(f"memory at {count}: " + ", ".join(
+                f"{k} USS {row[k]['uss_kb']:.0f} PSS {row[k]['pss_kb']:.0f} kB" for k in kinds))
+            for env in {id(e): e for e in self.mem_envs.values()}.values():
+                env.remove_all()
+        self.results["memory_paths"] = out
+
     def cleanup(self) -> None:
-        for env in self.envs.values():
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(timeout=30)
+        for env in {id(e): e for e in (*self.envs.values(), *self.mem_envs.values())}.values():
             try:
                 env.remove_all()
             except Exception as e:  # noqa: BLE001 - clean up as much as we can
@@ -467,8 +532,38 @@ def _median(xs: Iterator[float | None]) -> float | None:
 
 # ---- report -----------------------------------------------------------------------------------
 
+TARGET_USS_KB = 1000   # forked, per idle container
+TARGET_PSS_KB = 1500
+
+
+def report_memory(res: dict[str, Any]) -> list[str]:
+    missed = []
+    print("\nper idle container, kB (MB = 1000 kB): conmon / podvisor direct / podvisor forked "
+          f"(target forked USS <= {TARGET_USS_KB}, PSS <= {TARGET_PSS_KB})")
+    print(f"{'containers':>10}  {'measure':<30} {'conmon':>8} {'direct':>8} {'forked':>8}  verdict")
+    for count, row in res["memory_paths"].items():
+        for key, label in (("vmrss_kb", "RSS"), ("pss_kb", "PSS"), ("uss_kb", "USS")):
+            verdict = ""
+            if key in ("pss_kb", "uss_kb"):
+                ok = row["forked"][key] <= (TARGET_USS_KB if key == "uss_kb" else TARGET_PSS_KB)
+                verdict = "ok" if ok else "MISSED"
+                if not ok:
+                    missed.append(f"forked {label} at {count}")
+            print(f"{count:>10}  {label:<30} {row['conmon'][key]:>8.0f} {row['direct'][key]:>8.0f} "
+                  f"{row['forked'][key]:>8.0f}  {verdict}")
+        if row.get("server"):
+            print(f"{count:>10}  {'PSS incl. server share':<30} {'':>8} {'':>8} "
+                  f"{row['forked']['pss_with_server_kb']:>8.0f}  (server PSS "
+                  f"{row['server']['pss_kb']} kB, USS {row['server']['uss_kb']} kB)")
+        print(f"{count:>10}  {'idle wake-ups, all monitors':<30} {row['conmon']['wakeups']:>8} "
+              f"{row['direct']['wakeups']:>8} {row['forked']['wakeups']:>8}")
+    return missed
+
+
 def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """Print the table; return the list of targets missed."""
+    if "run" not in res:
+        return report_memory(res) if "memory_paths" in res else []
     rows: list[tuple[str, str, str, str, str, str]] = []
     missed: list[str] = []
 
@@ -525,13 +620,17 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
     head = ("metric", "conmon", "podvisor", "ratio", "target", "")
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(6)]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    print(f"\npodvisor-conmon ({args.monitor}) vs conmon 2.1.6 ({CONMON}); ratio = podvisor/conmon")
+    path = "started directly" if args.direct else "forked by the fork server"
+    print(f"\npodvisor-conmon ({args.monitor}, {path}) vs conmon 2.1.6 ({CONMON}); "
+          "ratio = podvisor/conmon")
     print(f"runs {args.runs} (+{args.warmup} warm-up), log reps {args.reps} x {args.log_mb} MB, "
           f"{args.containers} idle containers; load avg {res['load_before']} -> {res['load_after']}")
     print(line(head))
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print(line(r))
+    if "memory_paths" in res:
+        missed += report_memory(res)
     return missed
 
 
@@ -566,11 +665,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base", default="/var/tmp", metavar="DIR",
                    help="a fresh pvb-* directory is made (and removed) under DIR")
     p.add_argument("--check", action="store_true", help="exit 2 if a target is missed")
+    p.add_argument("--direct", action="store_true",
+                   help="compare conmon with podvisor started directly (default: forked by the "
+                        "fork server the bench starts)")
+    p.add_argument("--memory-counts", default="", metavar="N,N",
+                   help="idle containers per monitor for the conmon/direct/forked memory table, "
+                        "e.g. 20,100 (default: none)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the conmon/direct/forked memory table")
     args = p.parse_args(argv)
     for key, val in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, val)
     args.monitor = str(Path(args.monitor or default_monitor()).absolute())
+    args.memory_counts = [int(x) for x in args.memory_counts.split(",") if x]
+    if args.memory_only and not args.memory_counts:
+        p.error("--memory-only needs --memory-counts")
     if args.runs < 2 or args.reps < 1 or args.containers < 1 or args.log_mb < 1:
         p.error("need --runs >= 2, --reps >= 1, --containers >= 1, --log-mb >= 1")
     return args
@@ -591,8 +701,12 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args, base)
         bench.results = res
         bench.setup()
-        for phase in (bench.run_latency, bench.exec_latency, bench.throughput,
-                      bench.memory_and_idle):
+        phases = [bench.run_latency, bench.exec_latency, bench.throughput, bench.memory_and_idle]
+        if args.memory_only:
+            phases = []
+        if args.memory_counts:
+            phases.append(bench.memory_paths)
+        for phase in phases:
             log(f"phase {phase.__name__} (load {loadavg()})")
             phase()
     finally:

@@ -142,8 +142,12 @@ def _toml_str(value: str | Path) -> str:
 
 
 def make_env(base_dir: str | Path, monitor_path: str, *, root: str | Path | None = None,
-             runroot: str | Path | None = None, tmpdir: str | Path | None = None) -> PodmanEnv:
+             runroot: str | Path | None = None, tmpdir: str | Path | None = None,
+             conmon_env: dict[str, str] | None = None) -> PodmanEnv:
     """Create `base_dir` with a containers.conf whose conmon is `monitor_path`.
+
+    `conmon_env`: variables podman sets for the monitor (conmon_env_vars), e.g. podvisor-conmon's
+    PODVISOR_CONMON_SERVER / PODVISOR_CONMON_SOCKET.
 
     Storage defaults to base_dir/{root,runroot,tmp}; pass the same root/runroot/tmpdir to several
     envs (one per monitor) to share one store, so the image is imported once.
@@ -175,7 +179,7 @@ network_config_dir = {_toml_str(networks)}
 
 [engine]
 conmon_path = [{_toml_str(monitor_path)}]
-# crun cannot create cgroups on this cgroup-v1 hybrid host
+{_conmon_env_line(conmon_env)}# crun cannot create cgroups on this cgroup-v1 hybrid host
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 # no journald needed; the events log lands in our tmpdir
@@ -185,6 +189,14 @@ events_logger = "file"
 lock_type = "file"
 """)
     return env
+
+
+def _conmon_env_line(extra: dict[str, str] | None) -> str:
+    if not extra:
+        return ""
+    # replaces podman's default, which is only this PATH
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **extra}
+    return "conmon_env_vars = [" + ", ".join(_toml_str(f"{k}={v}") for k, v in env.items()) + "]\n"
 
 
 def ensure_busybox_image(env: PodmanEnv, name: str = BUSYBOX_IMAGE) -> str:

@@ -1,7 +1,9 @@
 """Shared fixtures: one private podman store per session, one env per monitor.
 
-The `monitor` fixture is parametrized over `conmon` (/usr/bin/conmon, the reference) and `podvisor`
-(our podvisor-conmon), so every integration test asserts the same observable truth on both.
+The `monitor` fixture is parametrized over `conmon` (/usr/bin/conmon, the reference), `podvisor`
+(our podvisor-conmon started directly, PODVISOR_CONMON_SERVER=off) and `podvisor-forked` (the same
+launcher, every monitor forked by the session's fork server, PODVISOR_CONMON_SERVER=only so nothing
+silently runs directly), so every integration test asserts the same observable truth on all three.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -86,10 +89,18 @@ def _pids_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.fixture(params=["conmon", "podvisor"])
-def monitor(request: pytest.FixtureRequest) -> str:
-    """Path of the monitor under test; the podvisor param is skipped while it cannot run."""
-    if request.param == "conmon":
+MONITOR_KINDS = ("conmon", "podvisor", "podvisor-forked")
+
+
+@pytest.fixture(params=MONITOR_KINDS)
+def monitor_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def monitor(monitor_kind: str) -> str:
+    """Path of the monitor under test; the podvisor params are skipped while it cannot run."""
+    if monitor_kind == "conmon":
         return CONMON
     path, why = podvisor_conmon()
     if path is None:
@@ -98,22 +109,63 @@ def monitor(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def podman_for(store: Path, envs: dict[str, PodmanEnv]) -> Callable[[str, str], PodmanEnv]:
-    """A function (key, monitor path) -> PodmanEnv sharing the session's store, made once per key."""
-    def get(key: str, monitor: str) -> PodmanEnv:
+def fork_server(store: Path) -> Iterator[Callable[[], Path]]:
+    """Starts (once, on first use) podvisor-conmon's fork server on a socket in the session's
+    store; returns the socket's path. Stopped at the end of the session."""
+    procs: list[subprocess.Popen[bytes]] = []
+    sock = store / "fork-server" / "conmon.sock"
+
+    def get() -> Path:
+        if not procs:
+            sock.parent.mkdir(mode=0o700, exist_ok=True)
+            path, why = podvisor_conmon()
+            assert path, why
+            python = str(Path(path).parent / "python3")  # the launcher's own interpreter
+            # -I: the installed package, never a checkout that happens to be the cwd
+            procs.append(subprocess.Popen([python, "-I", "-m", "supervisor.monitor.server",
+                                           str(sock)], cwd="/", stdin=subprocess.DEVNULL))
+            for _ in range(200):
+                if sock.exists() or procs[0].poll() is not None:
+                    break
+                time.sleep(0.02)
+            assert sock.exists(), f"fork server did not start (exit {procs[0].poll()})"
+        return sock
+
+    yield get
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def podman_for(store: Path, envs: dict[str, PodmanEnv],
+               fork_server: Callable[[], Path]) -> Callable[..., PodmanEnv]:
+    """A function (key, monitor path[, kind]) -> PodmanEnv sharing the session's store, made once
+    per key; `kind` podvisor-forked points the monitor at the session's fork server."""
+    def get(key: str, monitor: str, kind: str = "",
+            conmon_env: dict[str, str] | None = None) -> PodmanEnv:
         if key not in envs:
             storage = store / "storage"
+            if conmon_env is not None:
+                pass
+            elif kind == "podvisor-forked":
+                conmon_env = {"PODVISOR_CONMON_SERVER": "only",
+                              "PODVISOR_CONMON_SOCKET": str(fork_server())}
+            elif monitor != CONMON:
+                conmon_env = {"PODVISOR_CONMON_SERVER": "off"}
             envs[key] = make_env(store / key, monitor, root=storage / "root",
-                                 runroot=storage / "run", tmpdir=storage / "tmp")
+                                 runroot=storage / "run", tmpdir=storage / "tmp",
+                                 conmon_env=conmon_env)
             ensure_busybox_image(envs[key])
         return envs[key]
     return get
 
 
 @pytest.fixture
-def podman(monitor: str, podman_for: Callable[[str, str], PodmanEnv]) -> Iterator[PodmanEnv]:
+def podman(monitor_kind: str, monitor: str,
+           podman_for: Callable[..., PodmanEnv]) -> Iterator[PodmanEnv]:
     """A PodmanEnv using `monitor`; every container and pod is force-removed afterwards."""
-    env = podman_for("conmon" if monitor == CONMON else "podvisor", monitor)
+    env = podman_for(monitor_kind, monitor, monitor_kind)
     # The guard against podman's silent fallback to /usr/bin/conmon (see helpers.assert_monitored).
     used = env.run("info", "--format", "{{.Host.Conmon.Path}}").stdout.strip()
     assert used == monitor, f"podman uses {used!r}, not {monitor!r}"

@@ -11,8 +11,10 @@ def main() -> int:
 
         sys.stdout.write(VERSION_TEXT)
         return 0
+    from .identity import set_identity
     from .main import run
 
+    set_identity(argv)
     code = run(argv)
     # the container is gone and the exit command done: skip the interpreter's teardown
     sys.stdout.flush()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -108,8 +109,20 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
+class _Formatter(argparse.HelpFormatter):
+    # a given width spares argparse importing shutil (and with it bz2, lzma, fnmatch) on every
+    # start just to size help text nobody asked for
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS", "80")) - 2
+        except ValueError:
+            width = 78
+        super().__init__(prog, width=width)
+
+
+@functools.cache  # one per process: the fork server builds it once for all its monitors
 def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="conmon", add_help=True, allow_abbrev=False)
+    p = _Parser(prog="conmon", add_help=True, allow_abbrev=False, formatter_class=_Formatter)
     a = p.add_argument
     a("--api-version", action="store_true")
     a("-c", "--cid")

@@ -5,6 +5,7 @@ import ctypes
 import os
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -31,6 +32,18 @@ def set_child_subreaper(on: bool) -> None:
 
 def set_pdeathsig(sig: int) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_comm(name: str) -> None:
+    """The name `ps -o comm`, `top` and `pgrep` show (at most 15 bytes)."""
+    if _c().prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the kernel (after a burst of output)."""
+    _c().malloc_trim(0)
 
 
 def set_oom_score_adj(value: int) -> None:

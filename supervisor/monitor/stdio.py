@@ -15,6 +15,42 @@ READ_MAX = 256 << 10
 PIPE_SIZE = 1 << 20
 HEAP_MMAP_THRESHOLD = 1 << 20
 HEAP_TRIM_THRESHOLD = 4 << 20
+# ...but not kept while idle: this long after the last big read, the free heap goes back
+BURST_QUIET_SECONDS = 2.0
+BIG_READ = 64 << 10
+
+
+class _Trimmer:
+    """Hands the heap's free pages back (malloc_trim) once output has been quiet for
+    BURST_QUIET_SECONDS after big reads: a timer runs only after a burst, so an idle monitor
+    still never wakes up, and a steady stream costs one wake-up per period."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.armed = False
+        self.busy = False
+
+    def note_big_read(self) -> None:
+        self.busy = True
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(BURST_QUIET_SECONDS, self._check)
+
+    def _check(self) -> None:
+        if self.busy:  # still streaming: look again later
+            self.busy = False
+            self.loop.call_later(BURST_QUIET_SECONDS, self._check)
+            return
+        self.armed = False
+        from .linux import release_free_memory
+
+        try:
+            release_free_memory()
+        except (OSError, AttributeError):
+            pass
+
+
+_trimmers: dict[int, _Trimmer] = {}  # per loop (one in a monitor)
 
 
 def make_pipe() -> tuple[int, int]:
@@ -39,6 +75,7 @@ class Output:
         self.sink = sink
         self.on_eof = on_eof
         self.eof = False
+        self.trimmer = _trimmers.get(id(loop)) or _trimmers.setdefault(id(loop), _Trimmer(loop))
         os.set_blocking(fd, False)
         loop.add(fd, READ, self._on_event)
 
@@ -62,6 +99,8 @@ class Output:
             self.loop.remove(self.fd)
             self.on_eof()
             return False
+        if len(data) >= BIG_READ:
+            self.trimmer.note_big_read()
         self.sink(self.stream, data)
         return True
 

@@ -122,7 +122,7 @@ def test_pod_lifecycle(gen: GeneratorSandbox) -> None:
         assert gen.props(u, "ActiveState")["ActiveState"] == "active", u
     pids = gen.main_pids(units)
     for u, pid in pids.items():  # systemd supervises the monitor of each container
-        assert "supervisor.monitor" in gen.cmdline(pid), (u, gen.cmdline(pid))
+        assert "podvisor-conmon --api-version 1" in gen.cmdline(pid), (u, gen.cmdline(pid))
     assert gen.props("pod-blog@web.service", "StatusText")["StatusText"].startswith("ready: the readiness probe passed")
     assert gen.sh("wget -q -O - http://127.0.0.1:8080/index.html").stdout == "hello 100% /root\n"
 
@@ -198,7 +198,7 @@ def test_generator_entry_point(gen: GeneratorSandbox) -> None:
     assert gen.props("pod-quad@c.service", "ActiveState", "SourcePath") == {
         "ActiveState": "active", "SourcePath": "/etc/containers/systemd/quad.pod"}
     pid = gen.main_pids(["pod-quad@c.service"])["pod-quad@c.service"]
-    assert "supervisor.monitor" in gen.cmdline(pid)  # conmon_path of the containers.conf it names
+    assert "podvisor-conmon --api-version 1" in gen.cmdline(pid)  # conmon_path of the containers.conf it names
     gen.sh("systemctl stop pod-quad.service; rm -f /etc/containers/systemd/quad.pod /etc/containers/systemd/c.container; "
            "systemctl daemon-reload")
 

@@ -70,16 +70,17 @@ SCENARIOS: dict[str, Callable[[PodmanEnv], Any]] = {
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_same_result_on_both_monitors(podman_for: Callable[[str, str], PodmanEnv],
+def test_same_result_on_both_monitors(podman_for: Callable[..., PodmanEnv],
                                       scenario: str) -> None:
     path, why = podvisor_conmon()
     if path is None:
         pytest.skip(why)
     results = {}
-    for key, monitor in (("conmon", CONMON), ("podvisor", path)):
-        env = podman_for(key, monitor)
+    for key, monitor in (("conmon", CONMON), ("podvisor", path), ("podvisor-forked", path)):
+        env = podman_for(key, monitor, key)
         try:
             results[key] = SCENARIOS[scenario](env)
         finally:
             env.remove_all()
     assert results["podvisor"] == results["conmon"]
+    assert results["podvisor-forked"] == results["conmon"]

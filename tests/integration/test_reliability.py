@@ -27,7 +27,11 @@ def _with_monitor_env(podman: PodmanEnv, tmp_path: Path, **variables: str) -> Po
     text = podman.conf.read_text()
     pairs = ", ".join(f'"{k}={v}"' for k, v in {"PATH": os.environ["PATH"], **variables}.items())
     conf = tmp_path / "containers.conf"
-    conf.write_text(text.replace("[engine]\n", f"[engine]\nconmon_env_vars = [{pairs}]\n", 1))
+    if "\nconmon_env_vars = [" in text:  # the env's own (e.g. the fork server's): add to it
+        text = text.replace("\nconmon_env_vars = [", f"\nconmon_env_vars = [{pairs}, ", 1)
+    else:
+        text = text.replace("[engine]\n", f"[engine]\nconmon_env_vars = [{pairs}]\n", 1)
+    conf.write_text(text)
     return dataclasses.replace(podman, conf=conf)
 
 

@@ -48,7 +48,7 @@ def test_blog_pod(sandbox: Sandbox) -> None:
             props = unit_props(sandbox, f"pod-blog@{c}.service", "ActiveState", "StatusText")
             assert props["ActiveState"] == "active" and props["StatusText"].startswith("ready"), props
             pid = _main_pid(sandbox, f"pod-blog@{c}.service")
-            assert "supervisor.monitor" in sh(sandbox, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+            assert "podvisor-conmon --api-version 1" in sh(sandbox, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
 
         # the container's output (nginx's access log line for that GET) is in the unit's journal
         deadline = time.monotonic() + 10
@@ -171,7 +171,7 @@ def test_monitor_killed_under_systemd(sandbox: Sandbox) -> None:
                                                    check=False).stdout
             time.sleep(0.5)
         assert int(unit_props(sandbox, unit, "NRestarts")["NRestarts"]) >= 1
-        assert "supervisor.monitor" in sh(
+        assert "podvisor-conmon --api-version 1" in sh(
             sandbox, f"tr '\\0' ' ' < /proc/{_main_pid(sandbox, unit)}/cmdline").stdout
         # the orphaned container process was replaced, not left running beside the new one
         assert sh(sandbox, f"test -e /proc/{old_ctr}", check=False).returncode != 0

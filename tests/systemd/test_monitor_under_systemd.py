@@ -43,7 +43,7 @@ def _main_pid_is_monitor(sb: Sandbox, unit: str) -> int:
     pid = int(unit_props(sb, unit, "MainPID")["MainPID"])
     assert pid > 0
     cmdline = sh(sb, f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
-    assert "supervisor.monitor" in cmdline, cmdline  # podvisor-conmon, not podman or conmon
+    assert "podvisor-conmon --api-version 1" in cmdline, cmdline  # podvisor-conmon, not podman or conmon
     return pid
 
 
