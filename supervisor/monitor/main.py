@@ -366,9 +366,9 @@ class Monitor:
             self.outputs.append(Output(self.loop, err_r, STDERR, sink, lambda: None))
         if opts.timeout > 0:
             self.loop.call_later(opts.timeout, self._on_timeout)
-        wait_eof = opts.exec and self.master is None
-        self.loop.run(lambda: self.container_status is not None
-                      and (not wait_eof or all(o.eof for o in self.outputs)))
+        # as conmon: done when the process has exited, exec included. Its own output is in
+        # the pipe by then; background children holding the pipe open must not keep us here
+        self.loop.run(lambda: self.container_status is not None)
         return self._finish()
 
     def _on_oom(self) -> None:
@@ -409,6 +409,7 @@ class Monitor:
             oomed = self.oom.final_check()
         for o in self.outputs:
             o.drain()
+            o.stop()  # the attach flush below runs the loop: no new output meanwhile
         self.sinks.flush(not opts.no_sync_log)
         status = -1 if self.timed_out else (self.container_status or 0)
         # release what podman handed us (reserved host ports) before it sees the exit

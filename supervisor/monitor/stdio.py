@@ -15,6 +15,9 @@ READ_MAX = 256 << 10
 PIPE_SIZE = 1 << 20
 HEAP_MMAP_THRESHOLD = 1 << 20
 HEAP_TRIM_THRESHOLD = 4 << 20
+# at exit, read at most this much more per output: what the process left behind fits in its
+# pipe, and a background child that keeps writing must not keep the monitor draining forever
+DRAIN_MAX = 2 * PIPE_SIZE
 
 
 def make_pipe() -> tuple[int, int]:
@@ -39,6 +42,7 @@ class Output:
         self.sink = sink
         self.on_eof = on_eof
         self.eof = False
+        self.last_read = 0
         os.set_blocking(fd, False)
         loop.add(fd, READ, self._on_event)
 
@@ -62,12 +66,21 @@ class Output:
             self.loop.remove(self.fd)
             self.on_eof()
             return False
+        self.last_read = len(data)
         self.sink(self.stream, data)
         return True
 
-    def drain(self) -> None:
-        while self.read_once():
-            pass
+    def drain(self, limit: int = DRAIN_MAX) -> None:
+        """What is readable now, bounded: the writer may be a background child still running."""
+        done = 0
+        while done < limit and self.read_once():
+            done += self.last_read
+
+    def stop(self) -> None:
+        """No more reading (the fd stays open: a background child may still hold the other end)."""
+        if not self.eof:
+            self.loop.remove(self.fd)
+            self.eof = True
 
 
 class Stdin:
