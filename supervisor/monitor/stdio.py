@@ -44,7 +44,7 @@ class Output:
         self.eof = False
         self.last_read = 0
         os.set_blocking(fd, False)
-        loop.add(fd, READ, self._on_event)
+        loop.add(fd, READ, self._on_event, essential=True)
 
     def _on_event(self, ev: int) -> None:
         self.read_once()
