@@ -363,6 +363,7 @@ class Monitor:
         from .stdio import HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD, Output
 
         keep_io_buffers_in_heap(HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD)
+        self.sinks.attach_loop(self.loop, self._log_backpressure)
         sink = self._output
         if self.master is not None:
             self.outputs.append(Output(self.loop, self.master, STDOUT, sink, lambda: None))
@@ -386,6 +387,10 @@ class Monitor:
         from .logs.journald import send_event
 
         send_event(text, self.opts.cid, self.opts.name)
+
+    def _log_backpressure(self, full: bool) -> None:
+        for o in self.outputs:
+            o.pause(full)
 
     def _output(self, stream: int, data: bytes) -> None:
         self.sinks.write(stream, data)

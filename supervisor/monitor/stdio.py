@@ -76,6 +76,12 @@ class Output:
         while done < limit and self.read_once():
             done += self.last_read
 
+    def pause(self, on: bool) -> None:
+        """Stop (or resume) reading while a log sink can't take more: the container's writes
+        then wait in the pipe, and the loop serves everything else meanwhile."""
+        if not self.eof:
+            self.loop.modify(self.fd, 0 if on else READ)
+
     def stop(self) -> None:
         """No more reading (the fd stays open: a background child may still hold the other end)."""
         if not self.eof:
