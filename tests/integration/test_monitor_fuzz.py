@@ -91,6 +91,8 @@ def test_random_bytes_never_stop_the_monitor(podman: PodmanEnv, image: str, tmp_
     # a tty, so that resize lines reach the pty (TIOCSWINSZ)
     p = subprocess.run(podman.argv("run", "-d", "-t", "--sdnotify=container", "--name", "fz",
                                    image, "sh", "-c",
+                                   # raw: random input must not signal or stop the ticker
+                                   "stty raw -echo -isig; trap '' INT QUIT TSTP TTIN TTOU HUP; "
                                    "trap 'exit 7' TERM; while :; do echo tick; sleep 0.1; done"),
                        env={**podman.environ(), "NOTIFY_SOCKET": str(tmp_path / "notify")},
                        text=True, capture_output=True, timeout=60, check=False)

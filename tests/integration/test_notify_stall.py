@@ -10,6 +10,8 @@ reference, strict xfail.
 """
 from __future__ import annotations
 
+import os
+import select
 import socket
 import subprocess
 import time
@@ -76,11 +78,18 @@ def test_receiver_that_never_reads(podman: PodmanEnv, image: str, sd_notify: Pat
                    timeout=30, what="the container's output after its sd_notify flood")
         receiver.setblocking(False)
         assert receiver.recv(4096, socket.MSG_PEEK)  # full, and still nobody reads it
-        (ctl / "stop").touch()
-        t0 = time.monotonic()
-        assert watcher.wait_for(cid(podman, "deaf"), timeout=10) == b"5"
+        name = cid(podman, "deaf")
+        # timed from the container process's own exit (its pidfd), not from its polling loop
+        pidfd = os.pidfd_open(int(podman.inspect("deaf", "{{.State.Pid}}")))
+        try:
+            (ctl / "stop").touch()
+            assert select.select([pidfd], [], [], 20)[0], "the container did not exit"
+            t0 = time.monotonic()
+        finally:
+            os.close(pidfd)
+        assert watcher.wait_for(name, timeout=10) == b"5"
         took = time.monotonic() - t0
-        assert took < 1.0, f"the exit was recorded {took:.2f}s after the container's last step"
+        assert took < 1.0, f"the exit was recorded {took:.2f}s after the container exited"
     finally:
         watcher.close()
     assert podman.inspect("deaf", "{{.State.Status}} {{.State.ExitCode}}") == "exited 5"
