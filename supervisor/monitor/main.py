@@ -475,18 +475,20 @@ class Monitor:
 
     def _finish(self) -> int:
         opts = self.opts
-        oomed = [False]
+        oomed = False
         if self.oom is not None:
-            oom = self.oom
-            self._step("the final OOM check", lambda: oomed.__setitem__(0, oom.final_check()))
-            self.oom = None
+            oom, self.oom = self.oom, None
+            try:
+                oomed = oom.final_check()
+            except Exception as e:  # noqa: BLE001 - the exit file must still be written
+                report_exception("the final OOM check", e)
         self._step("draining the output", self._drain_outputs)
         self._step("flushing the logs", lambda: self.sinks.flush(not opts.no_sync_log))
         status = -1 if self.timed_out else (self.container_status or 0)
         # release what podman handed us (reserved host ports) before it sees the exit
         self._release_inherited()
         self._step("closing attach clients", self._close_attach)
-        if oomed[0]:
+        if oomed:
             self._write_oom_files()
         text = str(status)
         if opts.persist_dir:
