@@ -127,9 +127,9 @@ def test_journald_pushes_back_instead_of_blocking(tmp_path: Path) -> None:
     rx.close()
 
 
-def test_journald_exit_flush_is_bounded_and_counts_the_loss(tmp_path: Path, capfd,
+def test_journald_exit_flush_gives_up_on_a_stall_and_counts_the_loss(tmp_path: Path, capfd,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(journald, "EXIT_FLUSH_SECONDS", 0.3)
+    monkeypatch.setattr(journald, "EXIT_STALL_SECONDS", 0.3)
     rx = _deaf(tmp_path / "journal")
     loop = Loop()
     log = JournaldLog(CID, None, None, path=str(tmp_path / "journal"))

@@ -4,8 +4,9 @@ fields podman's journald log reader matches on (CONTAINER_ID_FULL, PRIORITY 6/3,
 Sends never block the monitor's loop: the socket is non-blocking and connected, so epoll says
 when journald has room again. Entries journald can't take yet wait in order; above QUEUE_HIGH
 the container's output is no longer read (backpressure, nothing lost) until the queue drains
-below QUEUE_LOW. At exit, journald gets EXIT_FLUSH_SECONDS to take the rest; whatever is left
-then, or ever exceeds QUEUE_MAX, is dropped, counted and reported.
+below QUEUE_LOW. At exit, journald is given the rest for as long as it keeps taking entries;
+once it has taken nothing for EXIT_STALL_SECONDS, what is left is dropped (as is anything
+beyond QUEUE_MAX), counted and reported.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ LINE_MAX = 8192
 QUEUE_HIGH = 1 << 20
 QUEUE_LOW = 256 << 10
 QUEUE_MAX = 16 << 20
-EXIT_FLUSH_SECONDS = 1.0
+EXIT_STALL_SECONDS = 2.0
 # journald restarted: its socket is a new one at the same path
 _RECONNECT = (errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 
@@ -154,20 +155,24 @@ class JournaldLog:
         if self.paused and self.queued < QUEUE_LOW:
             self._pause(False)
 
-    def _drain_queue(self, seconds: float) -> None:
-        """At exit: give journald a bounded time to take what waits, then drop the rest."""
+    def _drain_queue(self, stall_seconds: float) -> None:
+        """At exit: journald gets what waits while it makes progress; a stall drops the rest.
+        (A busy journald is slow, not stuck: a fixed deadline lost a fast writer's tail.)"""
         import select
         import time
 
-        deadline = time.monotonic() + seconds
         self._push()
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLOUT)
+        last_progress = time.monotonic()
         while self.queue:
-            left = deadline - time.monotonic()
+            left = last_progress + stall_seconds - time.monotonic()
             if left <= 0 or not poller.poll(left * 1000):
                 break
+            before = len(self.queue)
             self._push()
+            if len(self.queue) < before:
+                last_progress = time.monotonic()
         if self.queue:
             self.dropped += len(self.queue)
             self.queue.clear()
@@ -204,7 +209,7 @@ class JournaldLog:
             self._send(stream, rest, True)
         self.pending.clear()
         if self.queue:
-            self._drain_queue(EXIT_FLUSH_SECONDS)
+            self._drain_queue(EXIT_STALL_SECONDS)
 
     def close(self) -> None:
         if self.queue:
