@@ -5,6 +5,9 @@ Adding a subcommand: write ``_add_<name>(subparsers)`` that builds its parser an
 that does the work inside the handler, so one subcommand's dependencies (jinja2, pystemd, ...)
 never slow down or break another. Expected failures become ``podvisor: error: ...`` and exit 1:
 raise CommandError, or decorate the handler with ``@_reporting("module:ErrorClass")``.
+
+No traceback ever reaches a user: anything unexpected becomes ``podvisor: error: internal
+error: ...`` and exit 70 (EX_SOFTWARE); ``-v`` adds the traceback for a bug report.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ Subparsers = Any  # argparse's _SubParsersAction is private; nothing useful to t
 Handler = Callable[[argparse.Namespace], int]
 
 EXIT_ERROR = 1  # argparse itself exits with 2 on usage errors
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug of ours, not the user's input
 
 
 class CommandError(Exception):
@@ -191,6 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - the rule: a user never sees a traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"podvisor: error: internal error: {type(e).__name__}: {e}"
+              + ("" if args.verbose else " (run with -v for the details)"), file=sys.stderr)
+        return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -34,14 +35,39 @@ def _reporting(handler: Handler) -> Handler:
     return run
 
 
-def _positive(value: str) -> float:
+def _number(value: str) -> float:
     try:
         f = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(f):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
+    return f
+
+
+def _positive(value: str) -> float:
+    f = _number(value)
     if f <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return f
+
+
+def _non_negative(value: str) -> float:
+    f = _number(value)
+    if f < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return f
+
+
+def _since(value: str) -> float:
+    """Checked while parsing, before anything connects to systemd."""
+    from .errors import ManageError
+    from .journal import parse_since
+
+    try:
+        return parse_since(value)
+    except ManageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--since: ")) from None
 
 
 def _count(value: str) -> int:
@@ -58,9 +84,9 @@ def register(subparsers: Any) -> None:
     ps = subparsers.add_parser(
         "ps", aliases=["list"], help="every installed pod: unit states, readiness, restarts, PIDs, usage, ports",
         description="List the pods podvisor installed and their containers, from systemd (D-Bus), podman and /proc.")
-    ps.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
+    ps.add_argument("pods", nargs="*", default=[], metavar="POD", help="only these pods")
     ps.add_argument("--json", action="store_true", help="machine-readable output")
-    ps.add_argument("--cpu-interval", type=float, default=0.25, metavar="SECONDS",
+    ps.add_argument("--cpu-interval", type=_non_negative, default=0.25, metavar="SECONDS",
                     help="how long CPU use is measured (default 0.25; 0: no CPU percentages)")
     ps.set_defaults(handler=_ps)
 
@@ -76,9 +102,11 @@ def register(subparsers: Any) -> None:
                                description="Print the output of a pod's containers (or of the CONTAINERs named) "
                                            "from the journal, or from the k8s-file log where that driver is used.")
     lg.add_argument("pod", metavar="POD")
-    lg.add_argument("containers", nargs="*", metavar="CONTAINER")
+    # a default makes argparse treat it as optional in its usage errors too
+    lg.add_argument("containers", nargs="*", default=[], metavar="CONTAINER",
+                    help="only these containers (default: all of the pod's)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("--since", metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
+    lg.add_argument("--since", type=_since, metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
     lg.add_argument("-n", "--tail", type=_count, default=None, metavar="N", help="only the last N lines")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
     lg.set_defaults(handler=_logs)
@@ -176,10 +204,10 @@ def _log_formatter(args: argparse.Namespace, names: list[str]) -> Callable[[Any]
 
 @_reporting
 def _logs(args: argparse.Namespace) -> int:
-    from . import journal, logs
+    from . import logs
     from ..systemd import Systemd
 
-    since = journal.parse_since(args.since) if args.since else None
+    since = args.since  # an epoch time already (see _since)
     with Systemd.connect() as sd:
         targets = logs.targets(sd, args.pod, args.containers)
     if os.geteuid() != 0:

@@ -7,6 +7,7 @@ repeats of one field, and ORs the groups (``+``).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -33,12 +34,21 @@ Group = Sequence[str]
 _RELATIVE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)"
                        r"(?:\s+ago)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+SINCE_MAX = 253402300799  # 9999-12-31 23:59:59 UTC, journalctl's own upper bound
 
 
 def parse_since(text: str, now: float | None = None) -> float:
     """--since: an epoch time from "10m", "-2h", "30 min ago", "today", "yesterday",
-    "@1700000000", or a date/time ("2026-11-28 10:00", ISO 8601, local unless it has an offset)."""
+    "@1700000000", or a date/time ("2026-11-28 10:00", ISO 8601, local unless it has an offset).
+    Anything else, or a time outside 1970..9999 (@nan, @inf, @1e400, 1e9 weeks), is a ManageError."""
     now = time.time() if now is None else now
+    t = _parse_since(text, now)
+    if not math.isfinite(t) or not 0 <= t <= SINCE_MAX:
+        raise ManageError(f"--since: {text!r} is out of range: give a time between 1970 and 9999")
+    return t
+
+
+def _parse_since(text: str, now: float) -> float:
     value = text.strip()
     if not value:
         raise ManageError("--since: empty time")
@@ -60,7 +70,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     else:
         try:
             return datetime.fromisoformat(value).timestamp()  # naive = local time, as journalctl
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # OverflowError/OSError: year 1 and such
             pass
     raise ManageError(f"--since: cannot read {text!r}; try 10m, 2h, \"30 min ago\", today, "
                       "\"2026-11-28 10:00\" or @EPOCH")

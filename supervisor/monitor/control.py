@@ -14,6 +14,7 @@ from .errors import warn
 from .loop import READ, Loop
 
 LINE_MAX = 200
+SIZE_MAX = 0xFFFF  # struct winsize holds unsigned shorts
 
 
 def _make_fifo(bundle_fd: int, name: str) -> tuple[int, int]:
@@ -69,7 +70,7 @@ class Control:
             return
         kind, a, b = vals
         if kind == 1:
-            self.on_resize(a, b)
+            self._resize(a, b)
         elif kind == 2:
             self.on_reopen()
         else:
@@ -78,4 +79,11 @@ class Control:
     def _winsz_line(self, line: bytes) -> None:
         vals = _ints(line, 2)
         if vals is not None:
-            self.on_resize(*vals)
+            self._resize(*vals)
+
+    def _resize(self, rows: int, cols: int) -> None:
+        # conmon 2.1.6 truncates to 16 bits; a size no terminal has is refused instead
+        if rows > SIZE_MAX or cols > SIZE_MAX:
+            warn(f"ctl: ignoring resize to {rows}x{cols}: out of range")
+            return
+        self.on_resize(rows, cols)

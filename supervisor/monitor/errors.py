@@ -46,5 +46,25 @@ def warn(msg: str) -> None:
     _emit("w", msg, True)
 
 
+_faults_reported = 0
+FAULT_TRACEBACKS = 20  # then one line per 100 faults: a fault per datagram must not flood
+
+
+def report_exception(what: str, exc: BaseException) -> None:
+    """An unexpected exception, with its traceback, to the diagnostics (log file, syslog)."""
+    global _faults_reported
+    _faults_reported += 1
+    n = _faults_reported
+    if n > FAULT_TRACEBACKS:
+        if n % 100 == 0:
+            _emit("e", f"{n} unexpected exceptions so far; latest in {what}: "
+                       f"{type(exc).__name__}: {exc}", True)
+        return
+    import traceback  # only on this rare path: it costs start-up time
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    _emit("e", f"unexpected exception in {what}: {type(exc).__name__}: {exc}\n{tb}", True)
+
+
 def strerror(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)

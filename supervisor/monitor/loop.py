@@ -1,5 +1,10 @@
 """The monitor's one event loop: epoll over fds plus one-shot timers. It sleeps in
-epoll_wait with no timeout unless a timer is armed, so an idle container costs no wake-ups."""
+epoll_wait with no timeout unless a timer is armed, so an idle container costs no wake-ups.
+
+Fault containment: an exception out of a handler or timer is reported (`on_fault`) and the
+loop goes on. A handler that fails FAULT_LIMIT times in a row without one success is stuck
+(level-triggered epoll would call it forever): a non-essential one is dropped from the loop,
+an essential one (reaping, pumping output) raises LoopFailed, for the monitor to contain."""
 from __future__ import annotations
 
 import heapq
@@ -12,20 +17,38 @@ Handler = Callable[[int], None]  # called with the epoll event mask
 
 READ = select.EPOLLIN
 WRITE = select.EPOLLOUT
+FAULT_LIMIT = 5
+
+
+class LoopFailed(Exception):
+    """An essential handler keeps failing: the loop cannot go on."""
+
+
+def _ignore_fault(what: str, exc: BaseException) -> None:
+    pass
 
 
 class Loop:
-    def __init__(self) -> None:
+    def __init__(self, on_fault: Callable[[str, BaseException], None] = _ignore_fault) -> None:
         self._ep = select.epoll()
         self._handlers: dict[int, Handler] = {}
         self._masks: dict[int, int] = {}
+        self._essential: set[int] = set()
+        self._faults: dict[int, int] = {}  # fd -> failures in a row
+        self.on_fault = on_fault
+        self.fault_count = 0
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._cancelled: set[int] = set()
 
-    def add(self, fd: int, mask: int, handler: Handler) -> None:
+    def add(self, fd: int, mask: int, handler: Handler, essential: bool = False) -> None:
         self._handlers[fd] = handler
         self._masks[fd] = mask
+        self._faults.pop(fd, None)
+        if essential:
+            self._essential.add(fd)
+        else:
+            self._essential.discard(fd)
         self._ep.register(fd, mask)
 
     def modify(self, fd: int, mask: int) -> None:
@@ -36,6 +59,8 @@ class Loop:
     def remove(self, fd: int) -> None:
         if self._handlers.pop(fd, None) is not None:
             del self._masks[fd]
+            self._essential.discard(fd)
+            self._faults.pop(fd, None)
             try:
                 self._ep.unregister(fd)
             except (OSError, ValueError):
@@ -64,8 +89,30 @@ class Loop:
             if when > now:
                 return when - now
             heapq.heappop(self._timers)
-            cb()
+            try:
+                cb()
+            except Exception as e:  # noqa: BLE001 - one-shot: report it, and the loop goes on
+                self._report(f"timer {getattr(cb, '__qualname__', cb)!s}", e)
         return -1
+
+    def _report(self, what: str, exc: BaseException) -> None:
+        self.fault_count += 1
+        try:
+            self.on_fault(what, exc)
+        except Exception:  # noqa: BLE001 - reporting must never be the next fault
+            pass
+
+    def _handler_failed(self, fd: int, handler: Handler, exc: Exception) -> None:
+        what = f"handler {getattr(handler, '__qualname__', handler)!s} (fd {fd})"
+        self._report(what, exc)
+        n = self._faults.get(fd, 0) + 1
+        self._faults[fd] = n
+        if n < FAULT_LIMIT or self._handlers.get(fd) is not handler:
+            return
+        if fd in self._essential:
+            raise LoopFailed(f"{what} failed {n} times in a row: {type(exc).__name__}: {exc}")
+        self.remove(fd)
+        self._report(what, RuntimeError(f"failed {n} times in a row: no longer watched"))
 
     def run_once(self, max_wait: float = -1) -> None:
         wait = self._run_timers()
@@ -73,8 +120,15 @@ class Loop:
             wait = max_wait
         for fd, ev in self._ep.poll(wait):
             h = self._handlers.get(fd)
-            if h is not None:
+            if h is None:
+                continue
+            try:
                 h(ev)
+            except Exception as e:  # noqa: BLE001 - contained: see the module docstring
+                self._handler_failed(fd, h, e)
+            else:
+                if self._faults:
+                    self._faults.pop(fd, None)
 
     def run(self, until: Callable[[], bool]) -> None:
         while not until():

@@ -7,10 +7,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from . import syncpipe
 from .cli import Options, parse
-from .errors import die, enable_syslog, strerror, warn
+from .errors import die, enable_syslog, report_exception, strerror, warn
 from .files import touch, write_atomic
 from .linux import set_child_subreaper, set_oom_score_adj
 from .logs import STDERR, STDOUT, LogSinks, open_drivers
@@ -26,6 +27,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ATTACH_STDOUT = 2
 ATTACH_STDERR = 3
 CLIENT_FLUSH_SECONDS = 5.0
+REAP_SECONDS = 10.0  # containment: how long a SIGKILLed container may take to be reaped
 
 
 def _env_fd(name: str) -> int | None:
@@ -89,11 +91,12 @@ class Monitor:
         self.start_fd = start_fd
         self.attach_pipe = attach_pipe
         self.inherited = inherited
-        self.loop = Loop()
+        self.loop = Loop(report_exception)
         self.runtime_pid = 0
         self.runtime_status: int | None = None
         self.container_pid = 0
         self.container_status: int | None = None
+        self.pid_reported = False
         self.exited: dict[int, int] = {}
         self.timed_out = False
         self.outputs: list = []
@@ -148,7 +151,7 @@ class Monitor:
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         for sig in (signal.SIGCHLD, signal.SIGUSR1, *FORWARDED_SIGNALS):
             signal.signal(sig, lambda s, f: None)  # the wakeup fd carries the signal number
-        self.loop.add(r, READ, self._on_signal)
+        self.loop.add(r, READ, self._on_signal, essential=True)
 
     def _on_signal(self, ev: int) -> None:
         try:
@@ -245,6 +248,9 @@ class Monitor:
             code = self._supervise(out_r, err_r)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # noqa: BLE001 - a bug of ours: podman still gets a container
+            report_exception("the monitor", e)
+            code = self._contain()
         except BaseException as e:  # noqa: BLE001 - still run the exit command
             import traceback
 
@@ -350,13 +356,14 @@ class Monitor:
                 self.oom = OomWatcher(self.loop, self.container_pid, self._on_oom)
             except (ImportError, OSError) as e:
                 warn(f"OOM monitoring unavailable: {e}")
-        syncpipe.send(self.sync_fd, self.container_pid)
+        self.pid_reported = syncpipe.send(self.sync_fd, self.container_pid)
 
         # 2. the container runs: pump its output, watch its memory, honour --timeout
         from .linux import keep_io_buffers_in_heap
         from .stdio import HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD, Output
 
         keep_io_buffers_in_heap(HEAP_MMAP_THRESHOLD, HEAP_TRIM_THRESHOLD)
+        self.sinks.attach_loop(self.loop, self._log_backpressure)
         sink = self._output
         if self.master is not None:
             self.outputs.append(Output(self.loop, self.master, STDOUT, sink, lambda: None))
@@ -366,9 +373,9 @@ class Monitor:
             self.outputs.append(Output(self.loop, err_r, STDERR, sink, lambda: None))
         if opts.timeout > 0:
             self.loop.call_later(opts.timeout, self._on_timeout)
-        wait_eof = opts.exec and self.master is None
-        self.loop.run(lambda: self.container_status is not None
-                      and (not wait_eof or all(o.eof for o in self.outputs)))
+        # as conmon: done when the process has exited, exec included. Its own output is in
+        # the pipe by then; background children holding the pipe open must not keep us here
+        self.loop.run(lambda: self.container_status is not None)
         return self._finish()
 
     def _on_oom(self) -> None:
@@ -380,6 +387,10 @@ class Monitor:
         from .logs.journald import send_event
 
         send_event(text, self.opts.cid, self.opts.name)
+
+    def _log_backpressure(self, full: bool) -> None:
+        for o in self.outputs:
+            o.pause(full)
 
     def _output(self, stream: int, data: bytes) -> None:
         self.sinks.write(stream, data)
@@ -402,24 +413,81 @@ class Monitor:
 
     # ---- exit -------------------------------------------------------------------------
 
-    def _finish(self) -> int:
-        opts = self.opts
-        oomed = False
-        if self.oom is not None:
-            oomed = self.oom.final_check()
+    def _contain(self) -> int:
+        """The monitor cannot go on. Leave podman a consistent container: kill it, reap it and
+        write its exit file (status 137), so that podman stop and rm work as for any exit."""
+        try:
+            if not self.container_pid and self.runtime_status is None and self.runtime_pid:
+                self._kill_and_reap(self.runtime_pid, lambda: self.runtime_status is not None)
+            if self.container_pid and self.container_status is None:
+                warn(f"killing container process {self.container_pid}: its monitor cannot go on")
+                self._kill_and_reap(self.container_pid, lambda: self.container_status is not None)
+            if not self.pid_reported:  # podman is still waiting for the start: make it fail
+                return self._fail(b"podvisor-conmon: the container's monitor failed")
+            return self._finish()
+        except Exception as e:  # noqa: BLE001 - the last resort: at least the exit file
+            report_exception("containing the monitor's failure", e)
+            if self.opts.exit_dir:
+                self._write_file(os.path.join(self.opts.exit_dir, self.opts.cid),
+                                 str(self.container_status if self.container_status is not None
+                                     else 128 + signal.SIGKILL))
+            return 1
+
+    def _kill_and_reap(self, pid: int, reaped: Callable[[], bool]) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        deadline = time.monotonic() + REAP_SECONDS
+        while True:
+            self._reap()
+            if reaped() or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)  # only on this failure path; SIGKILL takes effect in ms
+
+    def _step(self, what: str, fn: Callable[[], object]) -> None:
+        """One step of winding down; a failure is reported and the next step still runs."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - the exit file must be written whatever fails
+            report_exception(what, e)
+
+    def _drain_outputs(self) -> None:
         for o in self.outputs:
             o.drain()
-        self.sinks.flush(not opts.no_sync_log)
-        status = -1 if self.timed_out else (self.container_status or 0)
-        # release what podman handed us (reserved host ports) before it sees the exit
+            o.stop()  # the attach flush below runs the loop: no new output meanwhile
+
+    def _release_inherited(self) -> None:
         for fd in self.inherited:
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self.inherited = set()
+
+    def _close_attach(self) -> None:
         if self.attach is not None:
-            self.attach.flush(time.monotonic() + CLIENT_FLUSH_SECONDS)
-            self.attach.close()
+            attach, self.attach = self.attach, None
+            try:
+                attach.flush(time.monotonic() + CLIENT_FLUSH_SECONDS)
+            finally:
+                attach.close()
+
+    def _finish(self) -> int:
+        opts = self.opts
+        oomed = False
+        if self.oom is not None:
+            oom, self.oom = self.oom, None
+            try:
+                oomed = oom.final_check()
+            except Exception as e:  # noqa: BLE001 - the exit file must still be written
+                report_exception("the final OOM check", e)
+        self._step("draining the output", self._drain_outputs)
+        self._step("flushing the logs", lambda: self.sinks.flush(not opts.no_sync_log))
+        status = -1 if self.timed_out else (self.container_status or 0)
+        # release what podman handed us (reserved host ports) before it sees the exit
+        self._release_inherited()
+        self._step("closing attach clients", self._close_attach)
         if oomed:
             self._write_oom_files()
         text = str(status)
@@ -434,8 +502,8 @@ class Monitor:
             else:
                 syncpipe.send(self.sync_fd, status)
         if self.notify is not None:
-            self.notify.close()
-        self.sinks.close()
+            self._step("closing the notify socket", self.notify.close)
+        self._step("closing the logs", self.sinks.close)
         return status & 0xFF
 
     @staticmethod

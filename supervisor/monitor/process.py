@@ -82,11 +82,26 @@ def run_exit_command(opts: Options, code: int) -> int:
     result = code
     while True:
         try:
-            child, status = os.waitpid(-1, 0)
-        except ChildProcessError:
+            # only the exit command: conmon waits for every child, so a background process
+            # reparented to us (exec in a host pid namespace) kept it alive for its lifetime
+            _, status = os.waitpid(pid, 0)
             break
-        if child == pid:
-            st = exit_status(status)
-            if st != 0:
-                result = st
+        except ChildProcessError:
+            return result
+        except InterruptedError:
+            continue
+    st = exit_status(status)
+    if st != 0:
+        result = st
+    reap_zombies()
     return result
+
+
+def reap_zombies() -> None:
+    """Collect children that have already exited (e.g. a runtime that failed), never wait."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return

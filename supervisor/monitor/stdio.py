@@ -51,6 +51,9 @@ class _Trimmer:
 
 
 _trimmers: dict[int, _Trimmer] = {}  # per loop (one in a monitor)
+# at exit, read at most this much more per output: what the process left behind fits in its
+# pipe, and a background child that keeps writing must not keep the monitor draining forever
+DRAIN_MAX = 2 * PIPE_SIZE
 
 
 def make_pipe() -> tuple[int, int]:
@@ -76,8 +79,9 @@ class Output:
         self.on_eof = on_eof
         self.eof = False
         self.trimmer = _trimmers.get(id(loop)) or _trimmers.setdefault(id(loop), _Trimmer(loop))
+        self.last_read = 0
         os.set_blocking(fd, False)
-        loop.add(fd, READ, self._on_event)
+        loop.add(fd, READ, self._on_event, essential=True)
 
     def _on_event(self, ev: int) -> None:
         self.read_once()
@@ -101,12 +105,27 @@ class Output:
             return False
         if len(data) >= BIG_READ:
             self.trimmer.note_big_read()
+        self.last_read = len(data)
         self.sink(self.stream, data)
         return True
 
-    def drain(self) -> None:
-        while self.read_once():
-            pass
+    def drain(self, limit: int = DRAIN_MAX) -> None:
+        """What is readable now, bounded: the writer may be a background child still running."""
+        done = 0
+        while done < limit and self.read_once():
+            done += self.last_read
+
+    def pause(self, on: bool) -> None:
+        """Stop (or resume) reading while a log sink can't take more: the container's writes
+        then wait in the pipe, and the loop serves everything else meanwhile."""
+        if not self.eof:
+            self.loop.modify(self.fd, 0 if on else READ)
+
+    def stop(self) -> None:
+        """No more reading (the fd stays open: a background child may still hold the other end)."""
+        if not self.eof:
+            self.loop.remove(self.fd)
+            self.eof = True
 
 
 class Stdin:

@@ -7,6 +7,8 @@ import socket
 import struct
 import termios
 
+RECEIVE_SECONDS = 5.0
+
 
 class ConsoleSocket:
     """A listening socket in a fresh 0700 directory, whose path goes to `--console-socket`."""
@@ -33,7 +35,8 @@ class ConsoleSocket:
         except BlockingIOError:
             return None
         with conn:
-            conn.setblocking(True)
+            # the runtime sends the fd right after connecting; bounded, as it runs in the loop
+            conn.settimeout(RECEIVE_SECONDS)
             _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
         if not fds:
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ def test_arguments() -> None:
     a = p.parse_args(["list", "--json"])
     assert a.json and a.pods == [] and a.cpu_interval == 0.25
     a = p.parse_args(["logs", "blog", "web", "proxy", "-f", "--since", "10m", "-n", "5"])
-    assert (a.pod, a.containers, a.follow, a.since, a.tail) == ("blog", ["web", "proxy"], True, "10m", 5)
+    assert (a.pod, a.containers, a.follow, a.tail) == ("blog", ["web", "proxy"], True, 5)
+    assert a.since == pytest.approx(time.time() - 600, abs=60)  # checked and read while parsing
+    a = p.parse_args(["logs", "blog"])
+    assert (a.containers, a.since) == ([], None)
     a = p.parse_args(["top", "blog", "-d", "0.5", "-n", "3"])
     assert (a.delay, a.iterations) == (0.5, 3)
     for verb in ("start", "stop", "restart"):

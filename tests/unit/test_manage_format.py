@@ -76,7 +76,9 @@ def test_parse_since_dates() -> None:
     assert datetime.fromtimestamp(today).hour == 0
 
 
-@pytest.mark.parametrize("bad", ["", "soon", "10 parsecs", "@x"])
+@pytest.mark.parametrize("bad", ["", "soon", "10 parsecs", "@x", "@nan", "@inf", "@-inf", "@1e400",
+                                 "@-1", "@253402300800", "99999999999 weeks", "0001-01-01",
+                                 "9999-12-31T23:59:59-14:00"])
 def test_parse_since_rejects(bad: str) -> None:
     with pytest.raises(ManageError, match="--since"):
         journal.parse_since(bad)

@@ -63,6 +63,13 @@ class LogSinks:
         for d in self.drivers:
             d.reopen()
 
+    def attach_loop(self, loop: object, on_backpressure: object) -> None:
+        """Drivers whose peer can be full (journald) queue and push back through the loop."""
+        for d in self.drivers:
+            attach = getattr(d, "attach_loop", None)
+            if attach is not None:
+                attach(loop, on_backpressure)
+
     def flush(self, sync: bool) -> None:
         for d in self.drivers:
             d.flush(sync)
