@@ -18,6 +18,10 @@ PACKAGES=(
     nginx-light                                       # the example pod's web server
     libsystemd-dev pkg-config gcc python3-dev         # pystemd is built from source (Cython)
     python3-venv
+    # rootless podman (podman only recommends these): newuidmap/newgidmap (uidmap, above), the
+    # rootless network (slirp4netns; pasta from passt is podman 5's default), the user manager's
+    # D-Bus (systemctl --user, cgroup_manager=systemd), overlay without kernel support
+    slirp4netns passt dbus-user-session fuse-overlayfs
 )
 
 missing=()
