@@ -24,8 +24,8 @@ from pathlib import Path
 from .testenv import PodmanEnv, make_env
 
 SUBID_COUNT = 65536
-# Far above what useradd hands out (/etc/login.defs SUB_UID_MIN..MAX = 100000..600100000),
-# one range per uid, so concurrent test users never overlap the host's ranges or each other.
+# Used only when useradd does not allocate ranges itself (no SUB_UID_COUNT in login.defs): far
+# above its SUB_UID_MIN..MAX (100000..600100000), one range per uid, so none overlap.
 SUBID_BASE = 1_000_000_000
 
 
@@ -37,11 +37,11 @@ class TestUser:
     home: Path
     runtime_dir: Path   # XDG_RUNTIME_DIR
     base: Path          # everything of this user lives below: removed with it
+    subid_start: int = 0  # its subuid and subgid range: SUBID_COUNT ids from here
 
     @property
     def subid_range(self) -> str:
-        start = SUBID_BASE + self.uid * SUBID_COUNT
-        return f"{start}-{start + SUBID_COUNT - 1}"
+        return f"{self.subid_start}-{self.subid_start + SUBID_COUNT - 1}"
 
     def prefix(self) -> list[str]:
         """argv prefix running a program as this user, with its supplementary groups.
@@ -90,12 +90,29 @@ def create_user(base: Path, name: str) -> TestUser:
     pw = pwd.getpwnam(name)
     user = TestUser(name=name, uid=pw.pw_uid, gid=pw.pw_gid, home=home,
                     runtime_dir=base / "run", base=base)
-    # usermod takes the lock on /etc/subuid and /etc/subgid (other tests may edit them too)
-    subprocess.run(["usermod", "--add-subuids", user.subid_range, "--add-subgids", user.subid_range,
-                    name], check=True, capture_output=True, text=True)
+    # useradd allocates ranges itself, under the lock on /etc/subuid and /etc/subgid, when
+    # login.defs has SUB_UID_COUNT (Debian's has); otherwise usermod adds one (same lock)
+    starts = [_subid_start(f, name) for f in ("/etc/subuid", "/etc/subgid")]
+    if starts[0] is not None and starts[0] == starts[1]:
+        user.subid_start = starts[0]
+    else:
+        user.subid_start = SUBID_BASE + user.uid * SUBID_COUNT
+        subprocess.run(["usermod", "--add-subuids", user.subid_range, "--add-subgids",
+                        user.subid_range, name], check=True, capture_output=True, text=True)
     user.runtime_dir.mkdir(mode=0o700)
     os.chown(user.runtime_dir, user.uid, user.gid)
     return user
+
+
+def _subid_start(path: str, name: str) -> int | None:
+    """Start of `name`'s first range of SUBID_COUNT ids in /etc/subuid or /etc/subgid."""
+    with open(path) as f:
+        for line in f:
+            owner, _, rest = line.strip().partition(":")
+            start, _, count = rest.partition(":")
+            if owner == name and count == str(SUBID_COUNT):
+                return int(start)
+    return None
 
 
 def remove_user(user: TestUser, timeout: float = 10) -> None:

@@ -32,6 +32,9 @@ def test_user() -> Iterator[TestUser]:
     finally:
         remove_user(user)
     assert not user.pids(), f"processes of {user.name} left: {user.pids()}"
+    for f in ("/etc/passwd", "/etc/subuid", "/etc/subgid"):
+        assert f"{user.name}:" not in Path(f).read_text(), f"{user.name} left in {f}"
+    assert not base.exists()
 
 
 @pytest.fixture(scope="session")
