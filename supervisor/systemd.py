@@ -66,7 +66,9 @@ class Systemd:
         self._subscribed = False
 
     @classmethod
-    def connect(cls) -> Systemd:
+    def connect(cls, user: bool = False) -> Systemd:
+        if user:
+            return cls._connect_user()
         if not booted():
             raise SystemdError(f"systemd is not running as PID 1 here (no {BOOTED_MARKER}): podvisor's pods "
                                "are systemd units")
@@ -86,6 +88,22 @@ class Systemd:
             except Exception as e:  # pystemd raises DBusError subclasses of many kinds
                 errors.append(f"{what}: {_message(e)}")
         raise SystemdError(f"cannot reach systemd over D-Bus ({'; '.join(errors)})")
+
+    @classmethod
+    def _connect_user(cls) -> Systemd:
+        """The calling user's manager, over its session bus ($XDG_RUNTIME_DIR/bus)."""
+        try:
+            from pystemd.dbuslib import DBus
+        except ImportError as e:
+            raise SystemdError(f"pystemd is not installed ({e}); reinstall podvisor") from None
+        bus = DBus(user_mode=True)
+        try:
+            bus.open()
+        except Exception as e:  # pystemd raises DBusError subclasses of many kinds
+            raise SystemdError(f"cannot reach the user's systemd over its D-Bus ({_message(e)}; is "
+                               "XDG_RUNTIME_DIR set and the user manager running? "
+                               "`loginctl enable-linger` starts it at boot)") from None
+        return cls(bus)
 
     def close(self) -> None:
         self.bus.close()

@@ -85,7 +85,15 @@ def _common(pod: Pod, settings: Settings, mounts: list[str]) -> dict[str, object
         "start_limit_interval": START_LIMIT_INTERVAL,
         "start_limit_burst": START_LIMIT_BURST,
         "restart_sec": _seconds(pod.restart_sec),
+        "user": settings.user,
     }
+
+
+def _wanted_by(pod: Pod, settings: Settings) -> tuple[str, ...]:
+    """A user manager has default.target where the system has multi-user.target."""
+    if settings.user:
+        return tuple("default.target" if t == "multi-user.target" else t for t in pod.wanted_by)
+    return pod.wanted_by
 
 
 def _host_paths(pod: Pod) -> list[str]:
@@ -101,7 +109,7 @@ def plan(pod: Pod, settings: Settings) -> list[UnitContext]:
         "members": " ".join(members),
         "start": escape.command([settings.systemctl, "start", *members]),
         "stop": escape.command([settings.systemctl, "stop", *members]),
-        "wanted_by": " ".join(escape.word(t, command=False) for t in pod.wanted_by),
+        "wanted_by": " ".join(escape.word(t, command=False) for t in _wanted_by(pod, settings)),
         "extra_unit": _extra(pod.unit_lines.unit),
         "extra_install": _extra(pod.unit_lines.install),
     })
