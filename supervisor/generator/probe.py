@@ -46,6 +46,11 @@ ACTIONS = ("none", "watchdog", "stop")
 LEAN_ENV = "PODVISOR_PROBE_LEAN"  # set in the re-executed lean process (see main)
 
 
+def _systemctl() -> list[str]:
+    """systemctl for the manager running this unit: a user manager sets MANAGERPID (systemd.exec(5))."""
+    return ["systemctl", "--user"] if "MANAGERPID" in os.environ else ["systemctl"]
+
+
 class ProbeSetupError(RuntimeError):
     pass
 
@@ -376,7 +381,7 @@ class Supervisor:
         unit = os.environ.get("PODMAN_SYSTEMD_UNIT", "")
         if not unit:
             return ""
-        return subprocess.run(["systemctl", "show", "--property=ActiveState", "--value", unit],
+        return subprocess.run([*_systemctl(), "show", "--property=ActiveState", "--value", unit],
                               capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout.strip()
 
     def live(self, spec: Spec, started_at: float) -> int:
@@ -428,7 +433,7 @@ class Supervisor:
         self.set_status("unhealthy", status)
         if self.opts.on_failure == "stop":
             unit = os.environ.get("PODMAN_SYSTEMD_UNIT", "")
-            subprocess.run(["systemctl", "stop", "--no-block", unit], stdin=subprocess.DEVNULL)
+            subprocess.run([*_systemctl(), "stop", "--no-block", unit], stdin=subprocess.DEVNULL)
             return 0
         return -1  # none: keep probing and reporting
 

@@ -54,6 +54,11 @@ def _count(value: str) -> int:
     return n
 
 
+def _user_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", action="store_true",
+                   help="your own pods, from your service manager (systemd --user) over its D-Bus")
+
+
 def register(subparsers: Any) -> None:
     ps = subparsers.add_parser(
         "ps", aliases=["list"], help="every installed pod: unit states, readiness, restarts, PIDs, usage, ports",
@@ -62,12 +67,14 @@ def register(subparsers: Any) -> None:
     ps.add_argument("--json", action="store_true", help="machine-readable output")
     ps.add_argument("--cpu-interval", type=float, default=0.25, metavar="SECONDS",
                     help="how long CPU use is measured (default 0.25; 0: no CPU percentages)")
+    _user_option(ps)
     ps.set_defaults(handler=_ps)
 
     st = subparsers.add_parser("status", help="a pod and its containers in detail, last failure, OOM, log lines",
                                description="Show one pod in detail: every unit's state and readiness, PIDs, "
                                            "usage, the last failure and OOM kill, and the last journal lines.")
     st.add_argument("pod", metavar="POD")
+    _user_option(st)
     st.add_argument("-n", "--lines", type=_count, default=10, help="journal lines to show (default 10)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(handler=_status)
@@ -129,7 +136,7 @@ def _ps(args: argparse.Namespace) -> int:
     from .fmt import Palette
     from .inventory import collect
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         inv = collect(sd, args.pods or None, cpu_interval=max(0.0, args.cpu_interval))
     if args.json:
         print(ps.to_json(inv))
@@ -146,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from .fmt import Palette
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         details = status.gather(sd, args.pod, args.lines)
     print(status.to_json(details) if args.json else status.to_text(details, Palette.for_stream(sys.stdout)))
     return 0

@@ -54,7 +54,13 @@ def test_user_units_differ_from_roots_only_where_the_user_manager_does() -> None
                "- RequiresMountsFor=/var/lib/containers/storage /run/containers/storage",
                "- AssertPathExists=/etc/podvisor/containers.conf", f"+ AssertPathExists={conf}",
                "- Environment=CONTAINERS_CONF=/etc/podvisor/containers.conf",
-               f"+ Environment=CONTAINERS_CONF={conf}"}
+               f"+ Environment=CONTAINERS_CONF={conf}",
+               "- ExecStart=/usr/bin/systemctl start pod-blog@infra.service pod-blog@web.service pod-blog@proxy.service",
+               "+ ExecStart=/usr/bin/systemctl --user start pod-blog@infra.service pod-blog@web.service "
+               "pod-blog@proxy.service",
+               "- ExecStop=/usr/bin/systemctl stop pod-blog@infra.service pod-blog@web.service pod-blog@proxy.service",
+               "+ ExecStop=/usr/bin/systemctl --user stop pod-blog@infra.service pod-blog@web.service "
+               "pod-blog@proxy.service"}
     assert set(changed) == allowed
     assert "+ WantedBy=default.target" in changed  # the pod unit's [Install]
     assert sum(line.startswith("- RequiresMountsFor=") for line in changed) == 3  # infra + 2 containers
