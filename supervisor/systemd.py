@@ -60,8 +60,9 @@ def _message(e: Exception) -> str:
 class Systemd:
     """One connection to the system manager. Use as a context manager."""
 
-    def __init__(self, bus: Any) -> None:
+    def __init__(self, bus: Any, user: bool = False) -> None:
         self.bus = bus
+        self.user = user  # a user's manager: its pods run that user's (rootless) podman
         self._job_callbacks: list[JobCallback] = []
         self._subscribed = False
 
@@ -103,7 +104,7 @@ class Systemd:
             raise SystemdError(f"cannot reach the user's systemd over its D-Bus ({_message(e)}; is "
                                "XDG_RUNTIME_DIR set and the user manager running? "
                                "`loginctl enable-linger` starts it at boot)") from None
-        return cls(bus)
+        return cls(bus, user=True)
 
     def close(self) -> None:
         self.bus.close()

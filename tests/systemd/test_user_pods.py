@@ -56,7 +56,10 @@ def user(sandbox: Sandbox) -> Iterator[User]:
     for parent in reversed(REPO.parents):
         if not parent.stat().st_mode & 0o001:
             sh(sandbox, f"chmod o+x {shlex.quote(str(parent))}")
-    sh(sandbox, f"useradd --create-home --shell /bin/sh {USER} && loginctl enable-linger {USER}")
+    # systemd-journal: the sandbox's journal is volatile, so there are no per-user journal files a
+    # user could read (only persistent storage splits them by uid); the group reads the system's
+    sh(sandbox, f"useradd --create-home --shell /bin/sh --groups systemd-journal {USER} && "
+                f"loginctl enable-linger {USER}")
     uid = int(sh(sandbox, f"id -u {USER}").stdout)
     try:
         sh(sandbox, f"for i in $(seq 100); do systemctl is-active -q user@{uid}.service && "
@@ -95,14 +98,21 @@ def test_blog_as_user_units(user: User) -> None:
 
     res = user.text(PODVISOR, "ps", "--user", "--json", "--cpu-interval=0")
     assert res.returncode == 0, res.stderr
-    (pod,) = json.loads(res.stdout)["pods"]
+    data = json.loads(res.stdout)
+    assert data["warnings"] == []  # the user's own podman answers for the user's pods
+    (pod,) = data["pods"]
     assert pod["pod"] == "blog" and pod["ready"] and pod["containers_ready"] == 2
+    assert {"proxy": "running", "web": "running"} == {c["name"]: c["podman"]["state"] for c in pod["containers"]}
+    assert "8080" in json.dumps(pod["ports"])
     for c in pod["containers"]:
         pid = c["main_pid"]
         status = sh(user.sb, f"cat /proc/{pid}/status; tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
         assert "supervisor.monitor" in status or "podvisor-conmon" in status, status
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
         assert uids == [str(user.uid)] * 4
+
+    res = user.text(PODVISOR, "status", "--user", "blog")
+    assert res.returncode == 0 and "pod-blog@web.service" in res.stdout, res.stdout + res.stderr
 
     res = user.text(PODVISOR, "uninstall", "--user", "blog", timeout=300)
     assert res.returncode == 0, res.stderr
