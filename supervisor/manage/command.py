@@ -88,6 +88,7 @@ def register(subparsers: Any) -> None:
     lg.add_argument("--since", metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
     lg.add_argument("-n", "--tail", type=_count, default=None, metavar="N", help="only the last N lines")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
+    _user_option(lg)
     lg.set_defaults(handler=_logs)
 
     top = subparsers.add_parser("top", help="each container's process tree with CPU and memory, refreshed",
@@ -97,6 +98,7 @@ def register(subparsers: Any) -> None:
     top.add_argument("-n", "--iterations", type=_count, default=None, metavar="N",
                      help="stop after N frames (default: until Ctrl-C on a terminal, else 1)")
     top.add_argument("--json", action="store_true", help="one JSON object per frame")
+    _user_option(top)
     top.set_defaults(handler=_top)
 
     for verb, text in (("start", "start a pod; returns when every container is ready"),
@@ -108,6 +110,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("--timeout", type=_positive, default=None, metavar="SECONDS",
                        help="stop waiting after this long (the job itself goes on)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+        _user_option(p)
         p.set_defaults(handler=_reporting(functools.partial(_control, verb)))
 
     rl = subparsers.add_parser("reload", help="reload a pod's containers (their ExecReload=: a signal or a command)",
@@ -116,6 +119,7 @@ def register(subparsers: Any) -> None:
     rl.add_argument("pod", metavar="POD")
     rl.add_argument("containers", nargs="*", metavar="CONTAINER")
     rl.add_argument("--timeout", type=_positive, default=90.0, metavar="SECONDS", help="default 90")
+    _user_option(rl)
     rl.set_defaults(handler=_reporting(_reload))
 
 
@@ -123,7 +127,7 @@ def _reload(args: argparse.Namespace) -> int:
     from . import reload
     from ..systemd import Systemd
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         done = reload.run(sd, args.pod, args.containers, timeout=args.timeout)
     print(f"reloaded {' '.join(done)}")
     return 0
@@ -187,7 +191,7 @@ def _logs(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
 
     since = journal.parse_since(args.since) if args.since else None
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         targets = logs.targets(sd, args.pod, args.containers)
     if os.geteuid() != 0:
         print("podvisor: warning: not root: the journal shows only what this user may read "
@@ -215,7 +219,7 @@ def _top(args: argparse.Namespace) -> int:
     iterations = args.iterations
     if iterations is None and (args.json or not sys.stdout.isatty()):
         iterations = 1
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         return top.run(sd, args.pod, delay=args.delay, iterations=iterations or None, as_json=args.json)
 
 
@@ -224,7 +228,7 @@ def _control(verb: str, args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from .fmt import Palette
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         outcome = control.run(sd, args.pod, verb, timeout=args.timeout, out=sys.stderr, quiet=args.quiet)
     print(control.report(args.pod, verb, outcome, Palette.for_stream(sys.stdout)))
     return 0

@@ -114,6 +114,15 @@ def test_blog_as_user_units(user: User) -> None:
     res = user.text(PODVISOR, "status", "--user", "blog")
     assert res.returncode == 0 and "pod-blog@web.service" in res.stdout, res.stdout + res.stderr
 
+    res = user.text(PODVISOR, "logs", "--user", "blog", "proxy")
+    assert res.returncode == 0, res.stderr
+    res = user.text(PODVISOR, "stop", "--user", "-q", "blog", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert user.text("systemctl", "--user", "is-active", "pod-blog@web.service").stdout == "inactive\n"
+    res = user.text(PODVISOR, "start", "--user", "-q", "blog", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert user.text("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/").returncode == 0
+
     res = user.text(PODVISOR, "uninstall", "--user", "blog", timeout=300)
     assert res.returncode == 0, res.stderr
     assert user.text("sh", "-c", "ls -A ~/.config/systemd/user").stdout == ""
