@@ -121,3 +121,16 @@ def test_config_home_follows_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
     assert userscope.unit_dir() == Path("/home/bob/.config/systemd/user")
     monkeypatch.setenv("XDG_CONFIG_HOME", "/srv/cfg")
     assert userscope.containers_conf() == Path("/srv/cfg/podvisor/containers.conf")
+
+
+def test_cli_without_a_user_manager_says_so(tmp_path: Path) -> None:
+    # no user bus here (no systemd as PID 1, an empty runtime dir): a clear error, exit status 1
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    podvisor = Path(sys.executable).with_name("podvisor")
+    res = subprocess.run([str(podvisor), "ps", "--user"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.startswith("podvisor: error: cannot reach the user's systemd over its D-Bus")
