@@ -120,7 +120,7 @@ def remove_user(user: TestUser, timeout: float = 10) -> None:
     subid ranges, the user and everything below its base directory."""
     deadline = time.monotonic() + timeout
     sig = signal.SIGTERM
-    while pids := user.pids():
+    while (pids := user.pids()) and time.monotonic() < deadline + timeout:  # then give up: callers assert
         for pid in pids:
             try:
                 os.kill(pid, sig)
