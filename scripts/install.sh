@@ -31,6 +31,9 @@ PACKAGES=(
     ca-certificates                      # pip fetches from PyPI over HTTPS
     git debootstrap debian-archive-keyring  # scripts/check-fresh.sh: git archive; a fresh rootfs
                                          # (debootstrap only recommends the keyring it verifies with)
+    slirp4netns passt dbus-user-session fuse-overlayfs  # rootless podman (R by podman): its
+                                         # network (slirp4netns; pasta from passt: podman 5's
+                                         # default), systemctl --user's D-Bus, overlay in a userns
 )
 
 missing=()

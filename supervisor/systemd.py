@@ -61,13 +61,16 @@ def _message(e: Exception) -> str:
 class Systemd:
     """One connection to the system manager. Use as a context manager."""
 
-    def __init__(self, bus: Any) -> None:
+    def __init__(self, bus: Any, user: bool = False) -> None:
         self.bus = bus
+        self.user = user  # a user's manager: its pods run that user's (rootless) podman
         self._job_callbacks: list[JobCallback] = []
         self._subscribed = False
 
     @classmethod
-    def connect(cls) -> Systemd:
+    def connect(cls, user: bool = False) -> Systemd:
+        if user:
+            return cls._connect_user()
         if not booted():
             raise SystemdError(f"systemd is not running as PID 1 here (no {BOOTED_MARKER}): podvisor's pods "
                                "are systemd units")
@@ -87,6 +90,22 @@ class Systemd:
             except Exception as e:  # pystemd raises DBusError subclasses of many kinds
                 errors.append(f"{what}: {_message(e)}")
         raise SystemdError(f"cannot reach systemd over D-Bus ({'; '.join(errors)})")
+
+    @classmethod
+    def _connect_user(cls) -> Systemd:
+        """The calling user's manager, over its session bus ($XDG_RUNTIME_DIR/bus)."""
+        try:
+            from pystemd.dbuslib import DBus
+        except ImportError as e:
+            raise SystemdError(f"pystemd is not installed ({e}); reinstall podvisor") from None
+        bus = DBus(user_mode=True)
+        try:
+            bus.open()
+        except Exception as e:  # pystemd raises DBusError subclasses of many kinds
+            raise SystemdError(f"cannot reach the user's systemd over its D-Bus ({_message(e)}; is "
+                               "XDG_RUNTIME_DIR set and the user manager running? "
+                               "`loginctl enable-linger` starts it at boot)") from None
+        return cls(bus, user=True)
 
     def close(self) -> None:
         self.bus.close()

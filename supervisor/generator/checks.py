@@ -14,18 +14,38 @@ import subprocess
 import time
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 
 
 def enter_netns(fd: int) -> None:
     """Move this (single-threaded) process into network namespace `fd`."""
+    _setns(fd, CLONE_NEWNET)
+
+
+def enter_userns_of(pid: int) -> bool:
+    """Join the user namespace of `pid` if it is not ours (rootless podman's: its network
+    namespaces belong to it, so an unprivileged process must be inside to join them; the owner
+    of a user namespace may). True if joined."""
+    path = f"/proc/{pid}/ns/user"
+    if os.stat(path).st_ino == os.stat("/proc/self/ns/user").st_ino:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd, CLONE_NEWUSER)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _setns(fd: int, nstype: int) -> None:
     setns = getattr(os, "setns", None)  # Python >= 3.12
     if setns is not None:
-        setns(fd, CLONE_NEWNET)
+        setns(fd, nstype)
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
 

@@ -50,7 +50,34 @@ def _settings_options(p: argparse.ArgumentParser) -> None:
                    help="podman global flag for every podman call, e.g. --podman-arg=--root=/srv/containers")
 
 
+def _user_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", action="store_true",
+                   help="units for your own service manager (systemd --user): ~/.config/systemd/user "
+                        "(or $XDG_CONFIG_HOME), WantedBy=default.target, your containers.conf")
+
+
+def _unit_dir(args: argparse.Namespace) -> Path:
+    from .install import UNIT_DIR
+
+    if args.unit_dir:
+        return Path(args.unit_dir)
+    if getattr(args, "user", False):
+        from . import userscope
+
+        return userscope.unit_dir()
+    return UNIT_DIR
+
+
 def _settings(args: argparse.Namespace) -> Any:
+    settings = _load_settings(args)
+    if getattr(args, "user", False):
+        from . import userscope
+
+        return userscope.user_settings(settings)
+    return settings
+
+
+def _load_settings(args: argparse.Namespace) -> Any:
     from .settings import SettingsError, load
 
     try:
@@ -72,6 +99,7 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--no-verify", action="store_true", help="skip systemd-analyze verify")
     gen.add_argument("--no-host-checks", action="store_true",
                      help="skip the checks against this host (ports in use, images present)")
+    _user_option(gen)
     _settings_options(gen)
     gen.set_defaults(handler=_generate)
 
@@ -81,10 +109,12 @@ def register(subparsers: Any) -> None:
                     "earlier version of the same pods), write the containers.conf if missing, daemon-reload.")
     inst.add_argument("file", type=Path, metavar="FILE")
     inst.add_argument("--enable", action="store_true", help="also enable pod-NAME.service (start at boot)")
-    inst.add_argument("--unit-dir", type=Path, default=None, help="default: /etc/systemd/system")
+    inst.add_argument("--unit-dir", type=Path, default=None,
+                      help="default: /etc/systemd/system; with --user ~/.config/systemd/user")
     inst.add_argument("--no-reload", action="store_true", help="do not talk to systemd")
     inst.add_argument("--no-verify", action="store_true", help="skip systemd-analyze verify")
     inst.add_argument("--no-host-checks", action="store_true", help="skip the ports-in-use and image checks")
+    _user_option(inst)
     _settings_options(inst)
     inst.set_defaults(handler=_install)
 
@@ -93,8 +123,10 @@ def register(subparsers: Any) -> None:
                                            "unit files podvisor wrote for it, reload systemd.")
     un.add_argument("name", metavar="NAME")
     un.add_argument("--keep-running", action="store_true", help="remove the files without stopping the units")
-    un.add_argument("--unit-dir", type=Path, default=None, help="default: /etc/systemd/system")
+    un.add_argument("--unit-dir", type=Path, default=None,
+                    help="default: /etc/systemd/system; with --user ~/.config/systemd/user")
     un.add_argument("--no-reload", action="store_true", help="do not talk to systemd")
+    _user_option(un)
     un.set_defaults(handler=_uninstall)
 
     ig = subparsers.add_parser("install-generator",
@@ -136,17 +168,21 @@ def _generate(args: argparse.Namespace) -> int:
 
 @_reporting
 def _install(args: argparse.Namespace) -> int:
-    from .install import UNIT_DIR, InstallError, install
+    from .install import InstallError, install
 
     settings = _settings(args)
     try:
-        report = install(args.file, settings, unit_dir=args.unit_dir or UNIT_DIR, reload=not args.no_reload,
+        report = install(args.file, settings, unit_dir=_unit_dir(args), reload=not args.no_reload,
                          enable=args.enable, host_checks=not args.no_host_checks, verify=not args.no_verify)
     except InstallError as e:
         raise _error(str(e)) from None
     except OSError as e:
         raise _error(f"{e}; nothing written") from None
     _warn(report.warnings)
+    if args.user:
+        from . import userscope
+
+        _warn([w for w in [userscope.linger_warning()] if w])
     if report.conf_written:
         print(f"wrote {settings.containers_conf}")
     for name in report.written:
@@ -158,17 +194,17 @@ def _install(args: argparse.Namespace) -> int:
             print(f"listening: pod-{pod}-sockets.target is enabled and started; the first connection "
                   f"starts pod-{pod}.service")
         else:
-            print(f"start it with: systemctl start pod-{pod}.service")
+            print(f"start it with: systemctl{' --user' if args.user else ''} start pod-{pod}.service")
     return 0
 
 
 @_reporting
 def _uninstall(args: argparse.Namespace) -> int:
-    from .install import UNIT_DIR, InstallError, uninstall
+    from .install import InstallError, uninstall
 
     try:
-        removed = uninstall(args.name, unit_dir=args.unit_dir or UNIT_DIR, reload=not args.no_reload,
-                            stop=not args.keep_running)
+        removed = uninstall(args.name, unit_dir=_unit_dir(args), reload=not args.no_reload,
+                            stop=not args.keep_running, user=args.user)
     except InstallError as e:
         raise _error(str(e)) from None
     for name in removed:

@@ -58,23 +58,30 @@ def installed_units(pod: str, unit_dir: Path) -> list[str]:
 def ensure_containers_conf(settings: Settings) -> bool:
     """Write the merged containers.conf if it is missing, or ours and outdated. True if written."""
     path = Path(settings.containers_conf)
-    text = containers_conf.render(settings.monitor)
+    defaults = [DEFAULT_CONTAINERS_CONF]
+    files = containers_conf.SYSTEM_FILES
+    if settings.user:
+        from . import userscope
+
+        defaults.append(str(userscope.containers_conf()))
+        files += (userscope.own_containers_conf(),)
+    text = containers_conf.render(settings.monitor, files)
     if path.exists():
         current = path.read_text(encoding="utf-8", errors="replace")
         if not current.startswith(CONF_MARKER) or current == text:
             return False  # the operator's own file, or already right
-    elif str(path) != DEFAULT_CONTAINERS_CONF:
+    elif str(path) not in defaults:
         raise InstallError(f"{path} (containers_conf) does not exist; create it with engine.conmon_path "
                            "naming podvisor-conmon")
     writer.commit(path.parent, {path.name: text})
     return True
 
 
-def _active(unit: str) -> bool:
+def _active(unit: str, user: bool = False) -> bool:
     from ..systemd import Systemd, SystemdError
 
     try:
-        with Systemd.connect() as sd:
+        with Systemd.connect(user) as sd:
             return sd.active_state(unit) in ("active", "activating", "reloading", "deactivating")
     except SystemdError:
         return False
@@ -89,7 +96,7 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
 
             for pod in pod_list:
                 # a running pod holds its own ports: reinstalling it is not a conflict
-                if not (reload and _active(naming.infra_unit(pod.name))):
+                if not (reload and _active(naming.infra_unit(pod.name), settings.user)):
                     hostcheck.check_ports(pod)
                 warnings += hostcheck.check_images(pod, settings)
     except DefinitionError as e:
@@ -108,7 +115,7 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
         from ..systemd import Systemd, SystemdError
 
         try:
-            with Systemd.connect() as sd:
+            with Systemd.connect(settings.user) as sd:
                 sd.reload()
                 if enable:
                     sd.enable([naming.pod_unit(p.name) for p in gen.pods])
@@ -144,7 +151,8 @@ def _arm(sd: Systemd, pod_list: list[pods.Pod], timeout: float = 30) -> list[str
         time.sleep(0.1)
 
 
-def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop: bool = True) -> list[str]:
+def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop: bool = True,
+              user: bool = False) -> list[str]:
     """Stop (unless told not to), disable and remove pod `name`'s units. Returns the files removed."""
     found = installed_units(name, unit_dir)
     if not found:
@@ -153,7 +161,7 @@ def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop
         from ..systemd import Systemd, SystemdError
 
         try:
-            with Systemd.connect() as sd:
+            with Systemd.connect(user) as sd:
                 if stop:
                     # sockets first: a connection must not start the pod while it is stopped
                     sockets = [u for u in found if u.endswith((".socket", ".target"))]
@@ -169,7 +177,7 @@ def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop
         from ..systemd import Systemd, SystemdError
 
         try:
-            with Systemd.connect() as sd:
+            with Systemd.connect(user) as sd:
                 sd.reload()
                 for unit in found:
                     sd.reset_failed(unit)

@@ -56,7 +56,7 @@ def build(pod_list: list[Pod], warnings: list[Diagnostic], settings: Settings, *
         from . import verify as v
 
         if v.available():
-            result = v.verify(units)
+            result = v.verify(units, user=settings.user)
             if not result.ok:
                 raise GenerateError(f"{pod_list[0].source}: the generated units fail systemd-analyze verify:\n"
                                     + "\n".join(f"  {p}" for p in result.problems))

@@ -46,6 +46,21 @@ ACTIONS = ("none", "watchdog", "stop")
 LEAN_ENV = "PODVISOR_PROBE_LEAN"  # set in the re-executed lean process (see main)
 
 
+def _enter_rootless_userns(pid: int) -> None:
+    """Rootless: join podman's user namespace (that owns the container's network namespace).
+    The podman processes started afterwards (exec probes, stop) must know they are already
+    inside it, as podman tells its own re-executed children."""
+    uid, gid = os.getuid(), os.getgid()
+    if checks.enter_userns_of(pid):
+        os.environ.update({"_CONTAINERS_USERNS_CONFIGURED": "init", "_CONTAINERS_ROOTLESS_UID": str(uid),
+                           "_CONTAINERS_ROOTLESS_GID": str(gid)})
+
+
+def _systemctl() -> list[str]:
+    """systemctl for the manager running this unit: a user manager sets MANAGERPID (systemd.exec(5))."""
+    return ["systemctl", "--user"] if "MANAGERPID" in os.environ else ["systemctl"]
+
+
 class ProbeSetupError(RuntimeError):
     pass
 
@@ -388,7 +403,7 @@ class Supervisor:
         unit = os.environ.get("PODMAN_SYSTEMD_UNIT", "")
         if not unit:
             return ""
-        return subprocess.run(["systemctl", "show", "--property=ActiveState", "--value", unit],
+        return subprocess.run([*_systemctl(), "show", "--property=ActiveState", "--value", unit],
                               capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout.strip()
 
     def live(self, spec: Spec, started_at: float) -> int:
@@ -440,7 +455,7 @@ class Supervisor:
         self.set_status("unhealthy", status)
         if self.opts.on_failure == "stop":
             unit = os.environ.get("PODMAN_SYSTEMD_UNIT", "")
-            subprocess.run(["systemctl", "stop", "--no-block", unit], stdin=subprocess.DEVNULL)
+            subprocess.run([*_systemctl(), "stop", "--no-block", unit], stdin=subprocess.DEVNULL)
             return 0
         return -1  # none: keep probing and reporting
 
@@ -474,6 +489,8 @@ def run(opts: Options) -> int:
         pid = subprocess.run([*prefix, "inspect", "--format={{.State.Pid}}", sup.cid], capture_output=True,
                              text=True, stdin=subprocess.DEVNULL).stdout.strip()
         try:
+            if os.geteuid() != 0:
+                _enter_rootless_userns(int(pid))
             fd = os.open(f"/proc/{int(pid)}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             checks.enter_netns(fd)
             os.close(fd)

@@ -52,6 +52,8 @@ class Settings:
     # before the podman subcommand in every call; `--flag=value` form only, so the first bare
     # word after them is always the subcommand (`podvisor ready-probe` relies on it)
     podman_global_args: tuple[str, ...] = ()
+    # units for a user's service manager (`--user`, see userscope.py); not a settings-file key
+    user: bool = False
 
     def __post_init__(self) -> None:
         for name in ("podman", "podvisor", "systemctl", "coreutils", "containers_conf", "monitor"):
@@ -68,6 +70,8 @@ class Settings:
     def storage_paths(self) -> tuple[str, ...]:
         """Directories podman needs mounted before it runs (RequiresMountsFor=)."""
         given = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in self.podman_global_args}
+        if self.user:  # root's defaults are none of a user's business; its own live in its home
+            return tuple(given[k] for k in ("--root", "--runroot", "--tmpdir") if given.get(k))
         return tuple(p for p in (given.get("--root", DEFAULT_STORAGE[0]), given.get("--runroot", DEFAULT_STORAGE[1]),
                                  given.get("--tmpdir", "")) if p)
 
@@ -85,6 +89,8 @@ def dumps(settings: Settings) -> str:
     lines = [f"{MARKER}, which rewrites it while this line is here: the settings of the units\n"
              "# generated at boot (supervisor/generator/settings.py). Delete this line to keep your edits."]
     for name in Settings.__dataclass_fields__:
+        if name == "user":
+            continue
         value = getattr(settings, name)
         lines.append(f"{name} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
     return "\n".join(lines) + "\n"
@@ -102,7 +108,7 @@ def load(path: Path | None = None, **overrides: object) -> Settings:
             raise SettingsError(f"{file}: {e}") from None
         known = {f for f in Settings.__dataclass_fields__}
         for key, value in data.items():
-            if key not in known:
+            if key not in known or key == "user":
                 raise SettingsError(f"{file}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
             if key == "podman_global_args":
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -85,7 +85,20 @@ def _common(pod: Pod, settings: Settings, mounts: list[str]) -> dict[str, object
         "start_limit_interval": START_LIMIT_INTERVAL,
         "start_limit_burst": START_LIMIT_BURST,
         "restart_sec": _seconds(pod.restart_sec),
+        "user": settings.user,
     }
+
+
+def _systemctl(settings: Settings) -> list[str]:
+    """systemctl talking to the manager that runs the unit (a user's has its own bus)."""
+    return [settings.systemctl, "--user"] if settings.user else [settings.systemctl]
+
+
+def _wanted_by(pod: Pod, settings: Settings) -> tuple[str, ...]:
+    """A user manager has default.target where the system has multi-user.target."""
+    if settings.user:
+        return tuple("default.target" if t == "multi-user.target" else t for t in pod.wanted_by)
+    return pod.wanted_by
 
 
 def _host_paths(pod: Pod) -> list[str]:
@@ -99,9 +112,9 @@ def plan(pod: Pod, settings: Settings) -> list[UnitContext]:
         "header": header(naming.pod_unit(pod.name), pod, "the pod; its start completes when every container is ready"),
         "pod": pod.name,
         "members": " ".join(members),
-        "start": escape.command([settings.systemctl, "start", *members]),
-        "stop": escape.command([settings.systemctl, "stop", *members]),
-        "wanted_by": " ".join(escape.word(t, command=False) for t in pod.wanted_by),
+        "start": escape.command([*_systemctl(settings), "start", *members]),
+        "stop": escape.command([*_systemctl(settings), "stop", *members]),
+        "wanted_by": " ".join(escape.word(t, command=False) for t in _wanted_by(pod, settings)),
         "extra_unit": _extra(pod.unit_lines.unit),
         "extra_install": _extra(pod.unit_lines.install),
     })

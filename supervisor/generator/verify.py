@@ -36,7 +36,7 @@ def available() -> bool:
     return shutil.which("systemd-analyze") is not None
 
 
-def verify(units: Iterable[RenderedUnit], timeout: float = 60) -> VerifyResult:
+def verify(units: Iterable[RenderedUnit], timeout: float = 60, *, user: bool = False) -> VerifyResult:
     units = list(units)
     tool = shutil.which("systemd-analyze")
     if tool is None:
@@ -49,8 +49,11 @@ def verify(units: Iterable[RenderedUnit], timeout: float = 60) -> VerifyResult:
             paths.append(str(p))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYSTEMD_")}
         env["SYSTEMD_LOG_COLOR"] = "0"
+        if user:  # the user scope needs a runtime dir (%t) even to verify; root has none set
+            env.setdefault("XDG_RUNTIME_DIR", d)
         try:
-            res = subprocess.run([tool, "verify", "--man=no", *paths], capture_output=True, text=True,
+            scope = ["--user"] if user else []  # a user manager's unit search path and specifiers
+            res = subprocess.run([tool, "verify", "--man=no", *scope, *paths], capture_output=True, text=True,
                                  timeout=timeout, env=env, cwd=d)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise VerifyUnavailable(f"systemd-analyze verify: {e}") from None

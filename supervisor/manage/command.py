@@ -80,6 +80,11 @@ def _count(value: str) -> int:
     return n
 
 
+def _user_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", action="store_true",
+                   help="your own pods, from your service manager (systemd --user) over its D-Bus")
+
+
 def register(subparsers: Any) -> None:
     ps = subparsers.add_parser(
         "ps", aliases=["list"], help="every installed pod: unit states, readiness, restarts, PIDs, usage, ports",
@@ -88,12 +93,14 @@ def register(subparsers: Any) -> None:
     ps.add_argument("--json", action="store_true", help="machine-readable output")
     ps.add_argument("--cpu-interval", type=_non_negative, default=0.25, metavar="SECONDS",
                     help="how long CPU use is measured (default 0.25; 0: no CPU percentages)")
+    _user_option(ps)
     ps.set_defaults(handler=_ps)
 
     st = subparsers.add_parser("status", help="a pod and its containers in detail, last failure, OOM, log lines",
                                description="Show one pod in detail: every unit's state and readiness, PIDs, "
                                            "usage, the last failure and OOM kill, and the last journal lines.")
     st.add_argument("pod", metavar="POD")
+    _user_option(st)
     st.add_argument("-n", "--lines", type=_count, default=10, help="journal lines to show (default 10)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(handler=_status)
@@ -109,6 +116,7 @@ def register(subparsers: Any) -> None:
     lg.add_argument("--since", type=_since, metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
     lg.add_argument("-n", "--tail", type=_count, default=None, metavar="N", help="only the last N lines")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
+    _user_option(lg)
     lg.set_defaults(handler=_logs)
 
     top = subparsers.add_parser("top", help="each container's process tree with CPU and memory, refreshed",
@@ -118,6 +126,7 @@ def register(subparsers: Any) -> None:
     top.add_argument("-n", "--iterations", type=_count, default=None, metavar="N",
                      help="stop after N frames (default: until Ctrl-C on a terminal, else 1)")
     top.add_argument("--json", action="store_true", help="one JSON object per frame")
+    _user_option(top)
     top.set_defaults(handler=_top)
 
     for verb, text in (("start", "start a pod; returns when every container is ready"),
@@ -129,6 +138,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("--timeout", type=_positive, default=None, metavar="SECONDS",
                        help="stop waiting after this long (the job itself goes on)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+        _user_option(p)
         p.set_defaults(handler=_reporting(functools.partial(_control, verb)))
 
     rl = subparsers.add_parser("reload", help="reload a pod's containers (their ExecReload=: a signal or a command)",
@@ -137,6 +147,7 @@ def register(subparsers: Any) -> None:
     rl.add_argument("pod", metavar="POD")
     rl.add_argument("containers", nargs="*", metavar="CONTAINER")
     rl.add_argument("--timeout", type=_positive, default=90.0, metavar="SECONDS", help="default 90")
+    _user_option(rl)
     rl.set_defaults(handler=_reporting(_reload))
 
 
@@ -144,7 +155,7 @@ def _reload(args: argparse.Namespace) -> int:
     from . import reload
     from ..systemd import Systemd
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         done = reload.run(sd, args.pod, args.containers, timeout=args.timeout)
     print(f"reloaded {' '.join(done)}")
     return 0
@@ -157,7 +168,7 @@ def _ps(args: argparse.Namespace) -> int:
     from .fmt import Palette
     from .inventory import collect
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         inv = collect(sd, args.pods or None, cpu_interval=max(0.0, args.cpu_interval))
     if args.json:
         print(ps.to_json(inv))
@@ -174,7 +185,7 @@ def _status(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from .fmt import Palette
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         details = status.gather(sd, args.pod, args.lines)
     print(status.to_json(details) if args.json else status.to_text(details, Palette.for_stream(sys.stdout)))
     return 0
@@ -208,7 +219,7 @@ def _logs(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
 
     since = args.since  # an epoch time already (see _since)
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         targets = logs.targets(sd, args.pod, args.containers)
     if os.geteuid() != 0:
         print("podvisor: warning: not root: the journal shows only what this user may read "
@@ -236,7 +247,7 @@ def _top(args: argparse.Namespace) -> int:
     iterations = args.iterations
     if iterations is None and (args.json or not sys.stdout.isatty()):
         iterations = 1
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         return top.run(sd, args.pod, delay=args.delay, iterations=iterations or None, as_json=args.json)
 
 
@@ -245,7 +256,7 @@ def _control(verb: str, args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from .fmt import Palette
 
-    with Systemd.connect() as sd:
+    with Systemd.connect(args.user) as sd:
         outcome = control.run(sd, args.pod, verb, timeout=args.timeout, out=sys.stderr, quiet=args.quiet)
     print(control.report(args.pod, verb, outcome, Palette.for_stream(sys.stdout)))
     return 0

@@ -60,15 +60,15 @@ def collect(sd: Systemd, names: list[str] | None = None, *, use_podman: bool = T
                 break
 
     if use_podman:
-        _add_podman(inv, member_props)
+        _add_podman(inv, member_props, user=sd.user)
     _add_usage(inv, cpu_interval, sampler)
     return inv
 
 
-def _add_podman(inv: Inventory, member_props: dict[str, dict[str, Any]]) -> None:
+def _add_podman(inv: Inventory, member_props: dict[str, dict[str, Any]], user: bool = False) -> None:
     if not inv.pods:
         return
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not user:  # a user's own pods: its own podman is the right one
         inv.warnings.append(NOT_ROOT_PODMAN)
         return
     by_command: dict[PodmanCommand, list[PodStatus]] = {}
