@@ -64,11 +64,9 @@ def faulty(request: pytest.FixtureRequest, store: Path,
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(str(a)) for a in (
         python, FAULTY, target, armed)) + ' "$@"\n')
     wrapper.chmod(0o755)
-    env = podman_for(f"fault-{target}", str(wrapper))
-    conf = env.conf.read_text()
-    if "conmon_env_vars" not in conf:
-        pair = f'"PODVISOR_CONMON_LOG={diag}"'
-        env.conf.write_text(conf.replace("[engine]\n", f"[engine]\nconmon_env_vars = [{pair}]\n", 1))
+    # the wrapper is the monitor itself (no fork server), its diagnostics go to `diag`
+    env = podman_for(f"fault-{target}", str(wrapper),
+                     conmon_env={"PODVISOR_CONMON_SERVER": "off", "PODVISOR_CONMON_LOG": str(diag)})
     yield FaultEnv(env, armed, diag)
     armed.unlink(missing_ok=True)
     env.remove_all()
