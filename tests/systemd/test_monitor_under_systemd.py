@@ -184,6 +184,36 @@ def test_oom_under_systemd(sandbox: Sandbox, sd_notify_tool: Path) -> None:
         sh(sandbox, "systemctl stop hog.service; podman rm -f hog", check=False)
 
 
+def test_no_false_oom_after_a_normal_exit(sandbox: Sandbox, sd_notify_tool: Path) -> None:
+    """A container that fills most of its memory limit (page cache and anonymous memory, so
+    memory.events moves: "high"/"max" pressure) and exits 0 is not reported as OOM-killed."""
+    work = 'dd if=/dev/zero of=/tmp/fill bs=1M count=20 2>/dev/null; x=a; i=0; ' \
+           'while [ $i -lt 17 ]; do x="$x$x"; i=$((i+1)); done; echo done-normally'
+    unit = _unit("calm", f"/n READY=1; {work}", sd_notify_tool, extra="--memory 48m --memory-swap 48m")
+    unit = unit.replace("run --rm --name calm", "run --name calm").replace(
+        "ExecStopPost=-/usr/bin/podman rm -f -t 0 calm\n", "")
+    install_unit(sandbox, "calm.service", unit)
+    sh(sandbox, "systemctl start calm.service", check=False)
+    props: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        props = unit_props(sandbox, "calm.service", "ActiveState", "ExecMainStatus", "StatusText", "Result")
+        if props["ActiveState"] in ("failed", "inactive"):
+            break
+        time.sleep(0.3)
+    try:
+        assert props["ActiveState"] == "inactive" and props["Result"] == "success", props
+        assert props["ExecMainStatus"] == "0" and "OOM" not in props["StatusText"], props
+        state = sh(sandbox, "podman inspect -f '{{.State.OOMKilled}} {{.State.ExitCode}}' calm").stdout.split()
+        assert state == ["false", "0"]
+        journal = sh(sandbox, "journalctl SYSLOG_IDENTIFIER=podvisor-conmon CONTAINER_NAME=calm "
+                              "--no-pager -o cat").stdout
+        assert "OOM" not in journal, journal
+        assert "done-normally" in sh(sandbox, "podman logs calm").stdout
+    finally:
+        sh(sandbox, "systemctl stop calm.service; podman rm -f calm", check=False)
+
+
 def test_journald_gets_every_line_of_a_fast_writer(sandbox: Sandbox) -> None:
     """20000 lines as fast as the container can write them: every one is in the journal, in
     order. (journald's own rate limit, 10000 per 30 s by default, is a policy of its own and
