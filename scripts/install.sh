@@ -12,6 +12,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 
 PACKAGES=(
     podman runc crun conmon catatonit netavark uidmap  # the engine and the monitor we replace
+    iptables                                          # netavark sets up published ports with it
     busybox-static                                    # the test image's only binary
     tmux                                              # terminal tests (run -it, attach, exec -it)
     systemd-container dbus                            # the systemd sandbox
