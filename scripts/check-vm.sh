@@ -39,13 +39,15 @@ bash "$REPO/scripts/install.sh" >/dev/null
 KERNEL=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1)
 RUN=$(mktemp -d /var/tmp/podvisor-vm.XXXXXX)
 cleanup() {
+    # a qemu that outlived vng (killed by the time-out): ours are the ones naming our run dir
+    for pid in $(pgrep -f -- "path=$RUN," || true); do kill "$pid" 2>/dev/null || true; done
     if [[ -n ${VM_KEEP:-} ]]; then echo "check-vm: kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 cp -r "$REPO/scripts/vm/init.sh" "$REPO/scripts/vm/units" "$REPO/scripts/vm/masked-units" "$RUN/"
 ROOT=/
 if [[ $RELEASE == trixie ]]; then
-    ROOT=$(bash "$REPO/scripts/vm/rootfs.sh" trixie)
+    ROOT=$(bash "$REPO/scripts/vm/rootfs.sh" trixie "$(basename "$KERNEL" | sed "s/^vmlinuz-//")")
     # the guest's / is the rootfs: init and units inside it, the checkout bind-mounted there
     GUEST_RUN=/podvisor-vm
     rm -rf "$ROOT$GUEST_RUN"; cp -r "$RUN" "$ROOT$GUEST_RUN"
@@ -71,7 +73,7 @@ vng_args=(--run "$KERNEL" --disable-kvm --memory "${VM_MEMORY:-2G}" --cpus "${VM
 echo "check-vm: booting $RELEASE ($KERNEL, TCG, ${VM_CPUS:-2} CPUs) with systemd as PID 1; log in $RUN/console.log"
 t_boot=$(date +%s)
 rc=0
-timeout --foreground -k 10 "${VM_TIMEOUT:-1200}" vng "${vng_args[@]}" --exec true \
+timeout -k 10 "${VM_TIMEOUT:-1200}" vng "${vng_args[@]}" --exec true \
     --qemu-opts="-append '$CMDLINE'" </dev/null >"$RUN/console.log" 2>&1 || rc=$?
 t_end=$(date +%s)
 if [[ ! -s $RUN/results.txt ]]; then
@@ -84,6 +86,10 @@ fi
 cat "$RUN/results.txt"
 booted=$(cat "$RUN/booted-at" 2>/dev/null || echo "?")
 echo "check-vm: times: boot ${booted}s (guest uptime at check start), VM total $((t_end - t_boot))s, whole run $((t_end - t_start))s"
+if [[ ! -f $RUN/done ]]; then
+    echo "FAIL vm: the checks did not finish (vng exit $rc after $((t_end - t_boot))s; VM_TIMEOUT ${VM_TIMEOUT:-1200}s)" \
+        | tee -a "$RUN/results.txt"
+fi
 total=$(grep -c '^\(PASS\|FAIL\) ' "$RUN/results.txt" || true)
 passed=$(grep -c '^PASS ' "$RUN/results.txt" || true)
 echo "vm $RELEASE cgroup v2: $passed/$total checks pass"
