@@ -48,7 +48,8 @@ cp -r "$REPO/scripts/vm/init.sh" "$REPO/scripts/vm/units" "$REPO/scripts/vm/mask
 ROOT=/
 if [[ $RELEASE == trixie ]]; then
     ROOT=$(bash "$REPO/scripts/vm/rootfs.sh" trixie "$(basename "$KERNEL" | sed "s/^vmlinuz-//")")
-    # the guest's / is the rootfs: init and units inside it, the checkout bind-mounted there
+    # the guest's / is that root: init and units inside it, and its own copy of the checkout
+    # (with a venv install.sh built there on its python)
     GUEST_RUN=/podvisor-vm
     rm -rf "$ROOT$GUEST_RUN"; cp -r "$RUN" "$ROOT$GUEST_RUN"
     INIT=$GUEST_RUN/init.sh
@@ -69,7 +70,7 @@ systemd.unified_cgroup_hierarchy=1 systemd.show_status=error"
 
 vng_args=(--run "$KERNEL" --disable-kvm --memory "${VM_MEMORY:-2G}" --cpus "${VM_CPUS:-2}"
           --rwdir "$RUN" --verbose)
-[[ $RELEASE == trixie ]] && vng_args+=(--root "$ROOT" --rodir "$GUEST_REPO=$REPO")
+[[ $RELEASE == trixie ]] && vng_args+=(--root "$ROOT")
 echo "check-vm: booting $RELEASE ($KERNEL, TCG, ${VM_CPUS:-2} CPUs) with systemd as PID 1; log in $RUN/console.log"
 t_boot=$(date +%s)
 rc=0

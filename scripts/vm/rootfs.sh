@@ -47,9 +47,17 @@ in_root() {
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     # no service starts inside a chroot
     printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"; chmod +x "$ROOT/usr/sbin/policy-rc.d"
-    local rc=0
-    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@" || rc=$?
-    rm -f "$ROOT/usr/sbin/policy-rc.d"
+    # this machine's trust store (package registries may sit behind a TLS-inspecting proxy), for
+    # the time of the chroot only
+    mkdir -p "$ROOT/run/podvisor-host"
+    cp /etc/ssl/certs/ca-certificates.crt "$ROOT/run/podvisor-host/ca.crt"
+    local rc=0 pass=()
+    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY PIP_INDEX_URL PIP_DEFAULT_TIMEOUT; do
+        [[ -n ${!v:-} ]] && pass+=("$v=${!v}")
+    done
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+        PIP_CERT=/run/podvisor-host/ca.crt SSL_CERT_FILE=/run/podvisor-host/ca.crt "${pass[@]}" "$@" || rc=$?
+    rm -rf "$ROOT/usr/sbin/policy-rc.d" "$ROOT/run/podvisor-host"
     umount "$ROOT/dev" "$ROOT/sys" "$ROOT/proc"
     return $rc
 }
