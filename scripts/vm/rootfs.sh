@@ -6,8 +6,8 @@
 # caches debootstrapped tarballs for check-fresh.sh; the debootstrap step belongs there once
 # both have landed.)
 set -euo pipefail
-SUITE=${1:?usage: rootfs.sh SUITE KERNEL_VERSION}
-KVER=${2:?usage: rootfs.sh SUITE KERNEL_VERSION}
+SUITE=${1:?usage: rootfs.sh SUITE [KERNEL_VERSION]}
+KVER=${2:-}   # the VM kernel's version; none for a chroot
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=/var/tmp/podvisor-vm-rootfs
 ROOT=$CACHE/$SUITE
@@ -33,7 +33,7 @@ if [[ ! -f $ROOT/.podvisor-vm-root ]]; then
 fi
 
 # the VM kernel's modules (overlay, netfilter, 9p live there), as its /lib/modules
-if [[ ! -d $ROOT/usr/lib/modules/$KVER ]]; then
+if [[ -n $KVER && ! -d $ROOT/usr/lib/modules/$KVER ]]; then
     mkdir -p "$ROOT/usr/lib/modules"
     cp -a "/lib/modules/$KVER" "$ROOT/usr/lib/modules/"
 fi
