@@ -37,7 +37,15 @@ export PATH="$VNG_VENV/bin:$PATH"   # vng runs virtme-run from PATH
 bash "$REPO/scripts/install.sh" >/dev/null
 
 KERNEL=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1)
-RUN=$(mktemp -d /var/tmp/podvisor-vm.XXXXXX)
+ROOT=/
+GUEST_REPO=$REPO
+if [[ $RELEASE == trixie ]]; then
+    ROOT=$(bash "$REPO/scripts/vm/rootfs.sh" trixie "$(basename "$KERNEL" | sed "s/^vmlinuz-//")")
+    GUEST_REPO=/podvisor-src   # that root's own copy of the checkout, with the venv install.sh built there
+fi
+# the run directory: the VM's --rwdir, and where its init and units come from (inside the root)
+RUN=$(mktemp -d "${ROOT%/}/var/tmp/podvisor-vm.XXXXXX")
+GUEST_RUN=/${RUN#"${ROOT%/}"/}
 cleanup() {
     # a qemu that outlived vng (killed by the time-out): ours are the ones naming our run dir
     for pid in $(pgrep -f -- "path=$RUN," || true); do kill "$pid" 2>/dev/null || true; done
@@ -45,19 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r "$REPO/scripts/vm/init.sh" "$REPO/scripts/vm/units" "$REPO/scripts/vm/masked-units" "$RUN/"
-ROOT=/
-if [[ $RELEASE == trixie ]]; then
-    ROOT=$(bash "$REPO/scripts/vm/rootfs.sh" trixie "$(basename "$KERNEL" | sed "s/^vmlinuz-//")")
-    # the guest's / is that root: init and units inside it, and its own copy of the checkout
-    # (with a venv install.sh built there on its python)
-    GUEST_RUN=/podvisor-vm
-    rm -rf "$ROOT$GUEST_RUN"; cp -r "$RUN" "$ROOT$GUEST_RUN"
-    INIT=$GUEST_RUN/init.sh
-    GUEST_REPO=/podvisor-src
-else
-    INIT=$RUN/init.sh
-    GUEST_REPO=$REPO
-fi
+INIT=$GUEST_RUN/init.sh
 # tests/tools/sd-notify.c, static, built here (gcc under emulation is slow)
 gcc -static -O2 -o "$RUN/sd-notify" "$REPO/tests/tools/sd-notify.c"
 printf '#!/bin/bash\nexec %q %q %q\n' "$GUEST_REPO/.venv/bin/python" "$GUEST_REPO/scripts/vm/checks.py" "$RELEASE" \

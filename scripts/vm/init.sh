@@ -11,6 +11,10 @@ here=$(dirname "$0")
 mkdir -p /run/systemd/system
 cp "$here"/units/* /run/systemd/system/
 for u in $(cat "$here/masked-units"); do ln -sf /dev/null "/run/systemd/system/$u"; done
+# emulation is ~25x slower (more when the host is busy): systemd's default 90 s start time-out
+# would fail units that start in seconds on real hardware
+mkdir -p /run/systemd/system.conf.d
+printf '[Manager]\nDefaultTimeoutStartSec=600\n' >/run/systemd/system.conf.d/podvisor-vm.conf
 modprobe overlay 2>/dev/null
 # Overlays keep the root's contents visible; podman's storage and the test stores get plain
 # tmpfs, because overlayfs cannot use an overlayfs as its upper layer.
