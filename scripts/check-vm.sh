@@ -53,6 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r "$REPO/scripts/vm/init.sh" "$REPO/scripts/vm/units" "$REPO/scripts/vm/masked-units" "$RUN/"
+chmod 0755 "$RUN/init.sh"   # the kernel execs it
 INIT=$GUEST_RUN/init.sh
 # tests/tools/sd-notify.c, static, built here (gcc under emulation is slow)
 gcc -static -O2 -o "$RUN/sd-notify" "$REPO/tests/tools/sd-notify.c"
