@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.sandbox import Sandbox, SandboxConfig
+
+from ..conftest import TIME_SCALE
 from supervisor.images import BUSYBOX_IMAGE, ensure_image
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -89,8 +91,8 @@ def sandbox(sd_notify_tool: Path) -> Iterator[Sandbox]:
 
 def sh(sb: Sandbox, script: str, *, check: bool = True, timeout: float = 60,
        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a shell script inside the sandbox."""
-    res = sb.run(["sh", "-c", script], input=input, timeout=timeout)
+    """Run a shell script inside the sandbox (`timeout` times PODVISOR_TEST_TIME_SCALE)."""
+    res = sb.run(["sh", "-c", script], input=input, timeout=timeout * TIME_SCALE)
     if check and res.returncode:
         raise AssertionError(f"in sandbox: {script!r} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
     return res

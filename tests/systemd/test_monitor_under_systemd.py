@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.sandbox import Sandbox
 
-from .conftest import IMAGE, OURS, install_unit, sh, unit_props
+from .conftest import IMAGE, OURS, TIME_SCALE as S, install_unit, sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
@@ -77,17 +77,17 @@ def test_container_that_never_gets_ready_fails_the_start(sandbox: Sandbox,
 
 def test_watchdog_pings_keep_the_unit_and_silence_restarts_it(sandbox: Sandbox,
                                                                sd_notify_tool: Path) -> None:
-    # pings every 0.5 s for 6 s (3 watchdog periods), then goes quiet
-    script = ("/n READY=1; i=0; while [ $i -lt 12 ]; do /n WATCHDOG=1; sleep 0.5; i=$((i+1)); done; "
+    # pings every 0.5 s for 6 s (3 watchdog periods), then goes quiet (times S under emulation)
+    script = (f"/n READY=1; i=0; while [ $i -lt 12 ]; do /n WATCHDOG=1; sleep {0.5 * S:g}; i=$((i+1)); done; "
               + IDLE)
     install_unit(sandbox, "wd.service",
-                 _unit("wd", script, sd_notify_tool, service="WatchdogSec=2\nRestart=on-failure\nRestartSec=1"))
+                 _unit("wd", script, sd_notify_tool, service=f"WatchdogSec={2 * S:g}\nRestart=on-failure\nRestartSec=1"))
     sh(sandbox, "systemctl start wd.service")
     try:
-        time.sleep(5)  # beyond two watchdog periods: only the forwarded pings keep it alive
+        time.sleep(5 * S)  # beyond two watchdog periods: only the forwarded pings keep it alive
         props = unit_props(sandbox, "wd.service", "ActiveState", "NRestarts")
         assert props["ActiveState"] == "active" and props["NRestarts"] == "0"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20 * S
         while time.monotonic() < deadline:
             props = unit_props(sandbox, "wd.service", "NRestarts")
             if props["NRestarts"] != "0":
@@ -166,7 +166,7 @@ def test_oom_under_systemd(sandbox: Sandbox, sd_notify_tool: Path) -> None:
     install_unit(sandbox, "hog.service", unit)
     sh(sandbox, "systemctl start hog.service", check=False)
     props: dict[str, str] = {}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 * S
     while time.monotonic() < deadline:
         props = unit_props(sandbox, "hog.service", "ActiveState", "ExecMainStatus", "StatusText")
         if props["ActiveState"] in ("failed", "inactive") and "OOM" in props["StatusText"]:
@@ -195,7 +195,7 @@ def test_no_false_oom_after_a_normal_exit(sandbox: Sandbox, sd_notify_tool: Path
     install_unit(sandbox, "calm.service", unit)
     sh(sandbox, "systemctl start calm.service", check=False)
     props: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60 * S
     while time.monotonic() < deadline:
         props = unit_props(sandbox, "calm.service", "ActiveState", "ExecMainStatus", "StatusText", "Result")
         if props["ActiveState"] in ("failed", "inactive"):
