@@ -66,8 +66,7 @@ def boot() -> None:
               "{{.Version.Version}} {{.Host.OCIRuntime.Name}}'", timeout=300)
     conmon = sh(f"{OURS} --version | head -1").stdout.strip()
     print(sh("uname -r; cat /proc/cmdline; cat /sys/fs/cgroup/cgroup.controllers; "
-             "systemctl --version | head -1; python3 --version; systemd-analyze blame --no-pager | head -15"
-             ).stdout, flush=True)
+             "systemctl --version | head -1; python3 --version").stdout, flush=True)
     ok = pid1 == "systemd" and fs == "cgroup2fs" and info.stdout.split()[:2] == ["v2", "systemd"]
     result(ok, "boot", f"PID 1 {pid1}, /sys/fs/cgroup {fs}, podman (version, cgroups, manager, runtime) "
                        f"{info.stdout.strip() or info.stderr.strip()}, {conmon}, up {up:.0f}s")
