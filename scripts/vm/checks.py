@@ -92,7 +92,12 @@ def demo() -> None:
            if res.returncode == 0 else f"exit {res.returncode} (see checks.log)")
     if res.returncode == 0:
         ps_status()
-    subprocess.run([str(VENV_BIN / "podvisor"), "uninstall", "blog"], capture_output=True, timeout=300)
+    # stopping the pod (grace periods, podman stop, a reload) takes minutes under emulation
+    t0 = time.monotonic()
+    gone = subprocess.run([str(VENV_BIN / "podvisor"), "uninstall", "blog"], capture_output=True, text=True,
+                          timeout=1500)
+    print(f"podvisor uninstall blog: exit {gone.returncode} in {time.monotonic() - t0:.0f}s\n{gone.stderr}",
+          flush=True)
 
 
 def _systemd_prop(unit: str, prop: str) -> str:
