@@ -23,12 +23,17 @@ JOB = b"org.freedesktop.systemd1.Job"
 PROPERTIES = b"org.freedesktop.DBus.Properties"
 PRIVATE_SOCKET = b"unix:path=/run/systemd/private"  # root only; works without dbus-daemon
 BOOTED_MARKER = "/run/systemd/system"  # what sd_booted(3) checks
+RELOAD_TIMEOUT = 180.0  # seconds: systemctl daemon-reload's limit (twice the default 90 s time-out)
 
 JobCallback = Callable[[int, str, str, str], None]  # id, job path, unit, result
 
 
 class SystemdError(Exception):
     """systemd is unreachable or refused: the message is for humans."""
+
+
+class SystemdTimeout(SystemdError):
+    """systemd did not answer a call within the bus time-out."""
 
 
 def booted() -> bool:
@@ -49,6 +54,10 @@ def _denied(e: Exception) -> bool:
     name = type(e).__name__
     return (getattr(e, "errno", 0) in (-errno.EACCES, -errno.EPERM)
             or "AccessDenied" in name or "InteractiveAuthorization" in name)
+
+
+def _timed_out(e: Exception) -> bool:
+    return getattr(e, "errno", 0) == -errno.ETIMEDOUT or "NoReply" in type(e).__name__
 
 
 def _message(e: Exception) -> str:
@@ -130,6 +139,8 @@ class Systemd:
             if _denied(e):
                 raise SystemdError(f"permission denied: systemd refused to {what} ({_message(e)}); "
                                   "run podvisor as root") from None
+            if _timed_out(e):
+                raise SystemdTimeout(f"systemd: cannot {what}: no answer in time ({_message(e)})") from None
             raise SystemdError(f"systemd: cannot {what}: {_message(e)}") from None
 
     def manager(self, method: bytes, signature: bytes = b"", *args: Any, what: str = "") -> Any:
@@ -184,8 +195,26 @@ class Systemd:
         return str(self.properties(self.load_unit(unit), UNIT).get("ActiveState", "inactive"))
 
     def reload(self) -> None:
-        """`systemctl daemon-reload`: returns once systemd has re-read the unit files."""
-        self.manager(b"Reload", what="reload its units")
+        """`systemctl daemon-reload`: returns once systemd has re-read the unit files.
+
+        systemd answers only after the reload, which on a slow machine (seen under emulation)
+        takes longer than the bus's 25 s call time-out; it answers nothing else meanwhile. So a
+        time-out is followed by waiting for its next answer, up to systemctl's own limit for a
+        reload (3 min in all)."""
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        try:
+            self.manager(b"Reload", what="reload its units")
+            return
+        except SystemdTimeout:
+            pass
+        while True:
+            try:
+                self.properties(MANAGER_PATH, MANAGER)
+                return
+            except SystemdTimeout:
+                if time.monotonic() > deadline:
+                    raise SystemdTimeout(f"systemd: cannot reload its units: still busy after "
+                                         f"{RELOAD_TIMEOUT:g}s") from None
 
     def enable(self, units: Sequence[str]) -> None:
         self.manager(b"EnableUnitFiles", b"asbb", [u.encode() for u in units], False, True,

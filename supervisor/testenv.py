@@ -71,6 +71,8 @@ class PodmanEnv:
         kw.setdefault("stderr", subprocess.PIPE)
         if input is None:
             kw.setdefault("stdin", subprocess.DEVNULL)
+        # PODVISOR_TEST_TIME_SCALE: the check VM's emulation is 25x slower or worse
+        timeout *= float(os.environ.get("PODVISOR_TEST_TIME_SCALE") or 1)
         proc = subprocess.run(self.argv(*args), input=input, timeout=timeout, check=False,
                               env=kw.pop("env", None) or self.environ(), **kw)
         if check and proc.returncode != 0:

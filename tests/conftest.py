@@ -23,7 +23,10 @@ import pytest
 from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
 
 CONMON = "/usr/bin/conmon"
-DEFAULT_TIMEOUT = 120  # seconds per test, unless a test sets its own
+# Time limits and waits are multiplied by PODVISOR_TEST_TIME_SCALE (default 1): the check VM runs
+# under software emulation, 25x slower or worse (scripts/vm/checks.py sets it).
+TIME_SCALE = float(os.environ.get("PODVISOR_TEST_TIME_SCALE") or 1)
+DEFAULT_TIMEOUT = 120 * TIME_SCALE  # seconds per test, unless a test sets its own
 
 
 @functools.cache

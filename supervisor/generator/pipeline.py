@@ -56,7 +56,11 @@ def build(pod_list: list[Pod], warnings: list[Diagnostic], settings: Settings, *
         from . import verify as v
 
         if v.available():
-            result = v.verify(units, user=settings.user)
+            try:
+                result = v.verify(units, user=settings.user)
+            except v.VerifyUnavailable as e:
+                raise GenerateError(f"{pod_list[0].source}: cannot check the generated units ({e}); "
+                                    "--no-verify skips the check") from None
             if not result.ok:
                 raise GenerateError(f"{pod_list[0].source}: the generated units fail systemd-analyze verify:\n"
                                     + "\n".join(f"  {p}" for p in result.problems))

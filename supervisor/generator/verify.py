@@ -36,7 +36,8 @@ def available() -> bool:
     return shutil.which("systemd-analyze") is not None
 
 
-def verify(units: Iterable[RenderedUnit], timeout: float = 60, *, user: bool = False) -> VerifyResult:
+# systemd-analyze loads every unit of the machine: seconds here, minutes under emulation
+def verify(units: Iterable[RenderedUnit], timeout: float = 300, *, user: bool = False) -> VerifyResult:
     units = list(units)
     tool = shutil.which("systemd-analyze")
     if tool is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -91,19 +92,21 @@ def _add_podman(inv: Inventory, member_props: dict[str, dict[str, Any]], user: b
 
 def _add_usage(inv: Inventory, cpu_interval: float, sampler: procs.CpuSampler | None) -> None:
     sampler = sampler or procs.CpuSampler()
-    per_member: list[tuple[ContainerStatus, list[psutil.Process]]] = []
+    per_member: list[tuple[ContainerStatus, list[psutil.Process], Path | None]] = []
     monitors = []
     for pod in inv.pods:
         for c in pod.members:
             if c.unit.main_pid > 0:
                 pid = c.podman.pid if c.podman and c.podman.state == "running" else 0
-                per_member.append((c, procs.container_processes(c.unit.main_pid, pid)))
+                ps = procs.container_processes(c.unit.main_pid, pid)
+                init = pid or (ps[0].pid if ps else 0)
+                per_member.append((c, ps, procs.container_cgroup(c.unit.main_pid, init)))
                 monitors.append(procs.monitor_process(c.unit.main_pid))
     # the monitors too: top shows them (they are not part of a container's usage)
-    everything = [p for _, ps in per_member for p in ps] + [m for m in monitors if m is not None]
+    everything = [p for _, ps, _ in per_member for p in ps] + [m for m in monitors if m is not None]
     sampler.sample(everything)
     if cpu_interval > 0 and everything:
         time.sleep(cpu_interval)
         sampler.sample(everything)
-    for c, ps in per_member:
-        c.usage = procs.usage(ps, sampler)
+    for c, ps, cgroup in per_member:
+        c.usage = procs.usage(ps, sampler, cgroup)

@@ -123,9 +123,10 @@ class Usage:
     """CPU and memory of a container's processes (the monitor excluded: see procs)."""
 
     pids: list[int]
-    memory_bytes: int  # sum of RSS: pages shared between the processes count once per process
+    memory_bytes: int  # memory.current of its v2 cgroup, else the sum of RSS (shared pages count per process)
     cpu_seconds: float  # user + system time so far
     cpu_percent: float | None  # over the sampling interval; 100 = one CPU busy
+    memory_source: str = "rss"  # "cgroup" (v2 memory.current) or "rss"
 
 
 @dataclass

@@ -157,13 +157,40 @@ def rss(p: psutil.Process) -> int:
         return 0
 
 
-def usage(procs: list[psutil.Process], sampler: CpuSampler | None) -> Usage:
+def container_cgroup(monitor_pid: int, init_pid: int) -> Path | None:
+    """The container's own cgroup (libpod-<id>.scope, or podman's cgroupfs path), or None when
+    the container shares the monitor's cgroup (--cgroups=split/disabled) or has none of its own."""
+    if init_pid <= 0:
+        return None
+    init_cg = cgroup_dir(init_pid)
+    if init_cg is None or init_cg == (cgroup_dir(monitor_pid) if monitor_pid > 0 else None):
+        return None
+    return init_cg
+
+
+def cgroup_memory(directory: Path | None) -> int | None:
+    """memory.current of a cgroup v2 directory: what the kernel charges the container (RSS,
+    page cache, kernel memory), the figure its memory limit and the OOM killer act on, and what
+    systemd reports as a unit's Memory. None on cgroup v1 or when the cgroup is gone."""
+    if directory is None:
+        return None
+    try:
+        return int((directory / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def usage(procs: list[psutil.Process], sampler: CpuSampler | None, cgroup: Path | None = None) -> Usage:
+    """Usage of `procs`; memory from the container's v2 `cgroup` where it has one, else the sum
+    of the processes' RSS (cgroup v1, or no cgroup of its own)."""
     alive = [p for p in procs if p.is_running()]
     percents = [sampler.percent(p) for p in alive] if sampler else []
     known = [x for x in percents if x is not None]
+    charged = cgroup_memory(cgroup) if alive else None
     return Usage(
         pids=[p.pid for p in alive],
-        memory_bytes=sum(rss(p) for p in alive),
+        memory_bytes=charged if charged is not None else sum(rss(p) for p in alive),
+        memory_source="cgroup" if charged is not None else "rss",
         cpu_seconds=round(sum(sampler.seconds(p) for p in alive), 2) if sampler else 0.0,
         cpu_percent=round(sum(known), 1) if sampler and (known or not alive) else None,
     )

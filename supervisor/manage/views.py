@@ -49,9 +49,10 @@ def podman_json(c: PodmanContainer | None) -> dict[str, Any] | None:
 
 def usage_json(u: Usage | None) -> dict[str, Any]:
     if u is None:
-        return {"pids": [], "memory_bytes": None, "cpu_seconds": None, "cpu_percent": None}
-    return {"pids": u.pids, "memory_bytes": u.memory_bytes, "cpu_seconds": u.cpu_seconds,
-            "cpu_percent": u.cpu_percent}
+        return {"pids": [], "memory_bytes": None, "memory_source": None, "cpu_seconds": None,
+                "cpu_percent": None}
+    return {"pids": u.pids, "memory_bytes": u.memory_bytes, "memory_source": u.memory_source,
+            "cpu_seconds": u.cpu_seconds, "cpu_percent": u.cpu_percent}
 
 
 def container_json(c: ContainerStatus, now: float) -> dict[str, Any]:

@@ -5,7 +5,9 @@ fires when the cgroup enters OOM - before the kernel's oom_kill counter moves - 
 the cgroup is removed. So a wake-up while the cgroup still exists makes an OOM candidate; at
 exit the counter decides if it can still be read, and the candidate if systemd has already
 removed the emptied scope (seen under systemd's cgroup manager). cgroup v2: inotify on memory.events,
-comparing the oom_kill counter with the value at start.
+comparing the oom_kill counter with the value at start; a move of its `oom` counter (the limit
+was hit and reclaim failed: the kill follows) makes the candidate, for the same reason - systemd
+removes an emptied libpod-<id>.scope at once, maybe before the monitor reads the file again.
 """
 from __future__ import annotations
 
@@ -98,6 +100,7 @@ class OomWatcher:
 
         self.events_file = os.path.join(cg, "memory.events")
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
+        self.start_ooms = _read_counter(self.events_file, "oom") or 0
         self.inotify = Inotify()
         self.inotify.add_watch(self.events_file, IN_MODIFY)
         self.fds.append(self.inotify.fd)
@@ -105,7 +108,8 @@ class OomWatcher:
 
     def _on_v2_event(self, ev: int) -> None:
         self.inotify.read_events()
-        self._check_counter()
+        if self._check_counter() is False and (_read_counter(self.events_file, "oom") or 0) > self.start_ooms:
+            self.candidate = True
 
     def _check_counter(self) -> bool | None:
         """True/False: the counter moved or not; None: the cgroup is gone."""

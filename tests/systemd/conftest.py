@@ -4,6 +4,7 @@ Its containers.conf points podman at the venv's podvisor-conmon; the busybox ima
 static sd-notify tool are put in once per session."""
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.sandbox import Sandbox, SandboxConfig
+
+from ..conftest import TIME_SCALE
 from supervisor.images import BUSYBOX_IMAGE, ensure_image
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -22,7 +25,13 @@ OURS = str(Path(sys.executable).parent / "podvisor-conmon")
 
 @pytest.fixture(scope="session")
 def sd_notify_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/tools/sd-notify.c, built statically under /var/tmp (visible inside the sandbox)."""
+    """tests/tools/sd-notify.c, built statically under /var/tmp (visible inside the sandbox);
+    PODVISOR_SD_NOTIFY_TOOL names one built already (the check VM's, built on the host: gcc
+    under emulation is slow)."""
+    prebuilt = os.environ.get("PODVISOR_SD_NOTIFY_TOOL")
+    if prebuilt:
+        yield Path(prebuilt)
+        return
     out = Path("/var/tmp") / f"pvt-tools-{uuid.uuid4().hex[:8]}"
     out.mkdir()
     binary = out / "sd-notify"
@@ -32,10 +41,46 @@ def sd_notify_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["rm", "-rf", str(out)], check=False)
 
 
+# Set by scripts/vm/checks.py inside the check VM: a disposable machine whose PID 1 is systemd
+# (cgroup v2), whose own systemd and podman the tests use instead of a sandbox.
+ON_THIS_SYSTEMD = "PODVISOR_TEST_ON_THIS_SYSTEMD"
+
+
+class ThisSystem:
+    """This machine's own systemd and podman, with the Sandbox methods the tests use."""
+
+    name = "this-system"
+
+    def run(self, cmd: list[str], *, input: str | None = None, check: bool = False,
+            timeout: float | None = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                              check=check, stdin=None if input is not None else subprocess.DEVNULL)
+
+    def podman(self, *args: str, check: bool = True, input: bytes | str | None = None,
+               timeout: float | None = 300) -> subprocess.CompletedProcess[bytes]:
+        data = input.encode() if isinstance(input, str) else input
+        return subprocess.run(["podman", *args], input=data, capture_output=True, timeout=timeout,
+                              check=check, stdin=None if data is not None else subprocess.DEVNULL)
+
+
+def _this_system() -> ThisSystem:
+    if Path("/proc/1/comm").read_text().strip() != "systemd":
+        pytest.fail(f"{ON_THIS_SYSTEMD}=1 but PID 1 is not systemd here")
+    conf = Path("/etc/containers/containers.conf")
+    if OURS not in (conf.read_text() if conf.exists() else ""):
+        pytest.fail(f"{ON_THIS_SYSTEMD}=1 but {conf} does not name {OURS} as conmon_path")
+    return ThisSystem()
+
+
 @pytest.fixture(scope="session")
 def sandbox(sd_notify_tool: Path) -> Iterator[Sandbox]:
     if not Path(OURS).exists():
         pytest.skip(f"{OURS} is not installed (run scripts/install.sh)")
+    if os.environ.get(ON_THIS_SYSTEMD) == "1":
+        this = _this_system()
+        ensure_image(this.podman, BUSYBOX_IMAGE)
+        yield this  # type: ignore[misc]
+        return
     sb = Sandbox(SandboxConfig(name=f"pvt-sd-{uuid.uuid4().hex[:6]}", conmon_path=OURS))
     sb.start()
     try:
@@ -47,8 +92,8 @@ def sandbox(sd_notify_tool: Path) -> Iterator[Sandbox]:
 
 def sh(sb: Sandbox, script: str, *, check: bool = True, timeout: float = 60,
        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a shell script inside the sandbox."""
-    res = sb.run(["sh", "-c", script], input=input, timeout=timeout)
+    """Run a shell script inside the sandbox (`timeout` times PODVISOR_TEST_TIME_SCALE)."""
+    res = sb.run(["sh", "-c", script], input=input, timeout=timeout * TIME_SCALE)
     if check and res.returncode:
         raise AssertionError(f"in sandbox: {script!r} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
     return res

@@ -185,10 +185,23 @@ def test_ps_json_matches_systemd_and_podman(pods: Sandbox) -> None:
         assert int(ppid) == c["main_pid"]
         assert inspect["State"]["Pid"] in c["pids"] and c["main_pid"] not in c["pids"]
         assert c["memory_bytes"] > 100_000 and c["cpu_percent"] is not None and c["cpu_seconds"] >= 0
+        _check_memory_source(pods, c, inspect["State"]["Pid"])
     web = next(c for c in blog["containers"] if c["name"] == "web")
     assert len(web["pids"]) == 2  # nginx master and worker
     assert web["status_text"].startswith("ready")  # the readiness probe's STATUS=
     assert blog["memory_bytes"] == sum(c["memory_bytes"] for c in _members(blog))
+
+
+def _check_memory_source(sb: Sandbox, c: dict[str, Any], init: int) -> None:
+    """cgroup v2: memory is the container cgroup's memory.current; v1: the processes' RSS."""
+    if sh(sb, "stat -fc %T /sys/fs/cgroup").stdout.strip() != "cgroup2fs":
+        assert c["memory_source"] == "rss"
+        return
+    assert c["memory_source"] == "cgroup"
+    path = sh(sb, f"sed -n 's/^0:://p' /proc/{init}/cgroup").stdout.strip()
+    assert "libpod" in path, path  # the container's own cgroup, not the unit's
+    current = int(sh(sb, f"cat /sys/fs/cgroup{path}/memory.current").stdout)
+    assert c["memory_bytes"] == pytest.approx(current, rel=0.25)  # it moves between the two looks
 
 
 def test_ps_table_for_people(pods: Sandbox) -> None:

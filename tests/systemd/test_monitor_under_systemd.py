@@ -11,7 +11,7 @@ import pytest
 
 from supervisor.sandbox import Sandbox
 
-from .conftest import IMAGE, OURS, install_unit, sh, unit_props
+from .conftest import IMAGE, OURS, TIME_SCALE as S, install_unit, sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
@@ -78,17 +78,17 @@ def test_container_that_never_gets_ready_fails_the_start(sandbox: Sandbox,
 
 def test_watchdog_pings_keep_the_unit_and_silence_restarts_it(sandbox: Sandbox,
                                                                sd_notify_tool: Path) -> None:
-    # pings every 0.5 s for 6 s (3 watchdog periods), then goes quiet
-    script = ("/n READY=1; i=0; while [ $i -lt 12 ]; do /n WATCHDOG=1; sleep 0.5; i=$((i+1)); done; "
+    # pings every 0.5 s for 6 s (3 watchdog periods), then goes quiet (times S under emulation)
+    script = (f"/n READY=1; i=0; while [ $i -lt 12 ]; do /n WATCHDOG=1; sleep {0.5 * S:g}; i=$((i+1)); done; "
               + IDLE)
     install_unit(sandbox, "wd.service",
-                 _unit("wd", script, sd_notify_tool, service="WatchdogSec=2\nRestart=on-failure\nRestartSec=1"))
+                 _unit("wd", script, sd_notify_tool, service=f"WatchdogSec={2 * S:g}\nRestart=on-failure\nRestartSec=1"))
     sh(sandbox, "systemctl start wd.service")
     try:
-        time.sleep(5)  # beyond two watchdog periods: only the forwarded pings keep it alive
+        time.sleep(5 * S)  # beyond two watchdog periods: only the forwarded pings keep it alive
         props = unit_props(sandbox, "wd.service", "ActiveState", "NRestarts")
         assert props["ActiveState"] == "active" and props["NRestarts"] == "0"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20 * S
         while time.monotonic() < deadline:
             props = unit_props(sandbox, "wd.service", "NRestarts")
             if props["NRestarts"] != "0":
@@ -167,7 +167,7 @@ def test_oom_under_systemd(sandbox: Sandbox, sd_notify_tool: Path) -> None:
     install_unit(sandbox, "hog.service", unit)
     sh(sandbox, "systemctl start hog.service", check=False)
     props: dict[str, str] = {}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 * S
     while time.monotonic() < deadline:
         props = unit_props(sandbox, "hog.service", "ActiveState", "ExecMainStatus", "StatusText")
         if props["ActiveState"] in ("failed", "inactive") and "OOM" in props["StatusText"]:
@@ -183,6 +183,36 @@ def test_oom_under_systemd(sandbox: Sandbox, sd_notify_tool: Path) -> None:
         assert "killed by the OOM killer" in journal
     finally:
         sh(sandbox, "systemctl stop hog.service; podman rm -f hog", check=False)
+
+
+def test_no_false_oom_after_a_normal_exit(sandbox: Sandbox, sd_notify_tool: Path) -> None:
+    """A container that fills most of its memory limit (page cache and anonymous memory, so
+    memory.events moves: "high"/"max" pressure) and exits 0 is not reported as OOM-killed."""
+    work = 'dd if=/dev/zero of=/tmp/fill bs=1M count=20 2>/dev/null; x=a; i=0; ' \
+           'while [ $i -lt 17 ]; do x="$x$x"; i=$((i+1)); done; echo done-normally'
+    unit = _unit("calm", f"/n READY=1; {work}", sd_notify_tool, extra="--memory 48m --memory-swap 48m")
+    unit = unit.replace("run --rm --name calm", "run --name calm").replace(
+        "ExecStopPost=-/usr/bin/podman rm -f -t 0 calm\n", "")
+    install_unit(sandbox, "calm.service", unit)
+    sh(sandbox, "systemctl start calm.service", check=False)
+    props: dict[str, str] = {}
+    deadline = time.monotonic() + 60 * S
+    while time.monotonic() < deadline:
+        props = unit_props(sandbox, "calm.service", "ActiveState", "ExecMainStatus", "StatusText", "Result")
+        if props["ActiveState"] in ("failed", "inactive"):
+            break
+        time.sleep(0.3)
+    try:
+        assert props["ActiveState"] == "inactive" and props["Result"] == "success", props
+        assert props["ExecMainStatus"] == "0" and "OOM" not in props["StatusText"], props
+        state = sh(sandbox, "podman inspect -f '{{.State.OOMKilled}} {{.State.ExitCode}}' calm").stdout.split()
+        assert state == ["false", "0"]
+        journal = sh(sandbox, "journalctl SYSLOG_IDENTIFIER=podvisor-conmon CONTAINER_NAME=calm "
+                              "--no-pager -o cat").stdout
+        assert "OOM" not in journal, journal
+        assert "done-normally" in sh(sandbox, "podman logs calm").stdout
+    finally:
+        sh(sandbox, "systemctl stop calm.service; podman rm -f calm", check=False)
 
 
 def test_journald_gets_every_line_of_a_fast_writer(sandbox: Sandbox) -> None:
