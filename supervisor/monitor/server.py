@@ -498,8 +498,7 @@ def _listen(path: str) -> tuple[socket.socket, bool] | None:
 SOCKET_UNIT = """\
 [Unit]
 Description=podvisor-conmon fork server socket
-Documentation=file://{doc}
-
+{doc}
 [Socket]
 ListenStream={socket}
 SocketMode=0600
@@ -513,8 +512,7 @@ WantedBy=sockets.target
 SERVICE_UNIT = """\
 [Unit]
 Description=podvisor-conmon fork server (forks the container monitors)
-Documentation=file://{doc}
-Requires=podvisor-conmon.socket
+{doc}Requires=podvisor-conmon.socket
 After=podvisor-conmon.socket
 
 [Service]
@@ -526,12 +524,27 @@ Restart=on-failure
 """
 
 
+def _needs_quoting(word: str) -> bool:
+    return any(c.isspace() or c in "\"'\\%$;" for c in word)
+
+
+def _unit_word(word: str) -> str:
+    """One ExecStart= word as systemd reads it: quoted, with specifiers and variables escaped."""
+    if not _needs_quoting(word):
+        return word
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
+
+
 def write_units(directory: str) -> list[str]:
     """podvisor-conmon.socket and .service for this install (its interpreter and socket)."""
     python = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "python3")
     if not os.path.exists(python):
         python = sys.executable
-    values = {"socket": launch.socket_path(), "python": python, "doc": os.path.abspath(__file__)}
+    doc = os.path.abspath(__file__)
+    values = {"socket": launch.socket_path(), "python": _unit_word(python),
+              # a URL: only where the path needs no escaping (a checkout may hold blanks)
+              "doc": "" if _needs_quoting(doc) else f"Documentation=file://{doc}\n"}
     written = []
     for name, text in (("podvisor-conmon.socket", SOCKET_UNIT),
                        ("podvisor-conmon.service", SERVICE_UNIT)):

@@ -8,6 +8,7 @@ printed (pytest -s) and kept in bench/ by bench/bench_probe.py, not asserted as 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from supervisor.generator import health
 from .harness import GeneratorSandbox
 from .test_under_systemd import IMAGE, gen, pytestmark  # noqa: F401  (the module's sandbox and marks)
 
-PODVISOR = str(Path(sys.executable).parent / "podvisor")  # the venv's (scripts/install.sh), for ps/status/reload
+PYTHON = shlex.quote(sys.executable)
+PODVISOR = shlex.quote(str(Path(sys.executable).parent / "podvisor"))  # the venv's, quoted for sh -c (blanks)
 PERIOD, THRESHOLD, TIMEOUT = 1, 3, 1
 BOUND = PERIOD * THRESHOLD + TIMEOUT
 LIVE = f"""\
@@ -304,7 +306,7 @@ def test_grpc_liveness(gen: GeneratorSandbox) -> None:
     """A real gRPC health server (grpcio, in the sandbox's network, shared by a hostNetwork pod)."""
     server = gen.write("grpc_server.py", GRPC_SERVER)
     flag = "/run/pvt-grpc-not-serving"
-    gen.sh(f"rm -f {flag}; systemd-run --unit=pvt-grpc {sys.executable} {server} 18555 {flag}")
+    gen.sh(f"rm -f {flag}; systemd-run --unit=pvt-grpc {PYTHON} {server} 18555 {flag}")
     gen.install(gen.write("rpc.yaml", f"""\
 apiVersion: v1
 kind: Pod

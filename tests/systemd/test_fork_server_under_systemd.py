@@ -4,6 +4,7 @@ child of PID 1, systemd sees the container's exit status, a crash loop restarts 
 success with KillMode=mixed. Each test runs on both paths."""
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from .conftest import IMAGE, OURS, install_unit, sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
-PYTHON = str(Path(OURS).parent / "python3")
+PYTHON = shlex.quote(str(Path(OURS).parent / "python3"))  # for sh -c: the checkout may hold blanks
 SERVER = "podvisor-conmon.service"
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ from .conftest import IMAGE, sh, unit_props
 pytestmark = pytest.mark.systemd
 
 REPO = Path(__file__).resolve().parents[2]
-PODVISOR = str(Path(sys.executable).parent / "podvisor")
+PYTHON = shlex.quote(sys.executable)
+PODVISOR = shlex.quote(str(Path(sys.executable).parent / "podvisor"))  # for sh -c: the checkout may hold blanks
 TOOL_SOURCE = REPO / "tests" / "tools" / "listen-serve.c"
 
 # Many concurrent HTTP clients inside the sandbox; prints one JSON line with the counts.
@@ -86,7 +88,7 @@ def _states(sb: Sandbox, pod: str) -> dict[str, str]:
 
 
 def _burst(sb: Sandbox, tools: Path, n: int, spacing: float = 0.0, port: int = 8080) -> dict[str, object]:
-    res = sh(sb, f"{sys.executable} {tools}/burst.py {n} {spacing} {port}", timeout=300)
+    res = sh(sb, f"{PYTHON} {tools}/burst.py {n} {spacing} {port}", timeout=300)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -211,7 +213,7 @@ print(data.decode())
 
 def _client(sb: Sandbox, tools: Path, port: int, kind: str) -> str:
     (tools / "client.py").write_text(CLIENT)
-    return sh(sb, f"{sys.executable} {tools}/client.py {port} {kind}", timeout=90).stdout
+    return sh(sb, f"{PYTHON} {tools}/client.py {port} {kind}", timeout=90).stdout
 
 
 def test_network_none_serves_tcp_and_udp_through_passed_sockets(sandbox: Sandbox, tools: Path) -> None:
@@ -276,7 +278,7 @@ def test_install_names_a_socket_that_cannot_listen(sandbox: Sandbox, tools: Path
     """An address already taken: install fails naming the socket unit (the units stay installed,
     as with any failure after the files are written) and nothing starts."""
     blocker = "pvt-sock-blocker"
-    sh(sandbox, f"systemd-run --unit={blocker} {sys.executable} -c \"import socket, time; s = socket.socket(); "
+    sh(sandbox, f"systemd-run --unit={blocker} {PYTHON} -c \"import socket, time; s = socket.socket(); "
                 "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 17100)); "
                 "s.listen(); time.sleep(600)\"")
     try:
