@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from supervisor.testenv import PodmanEnv
+from tests.integration.helpers import wait_until
 
 WORKERS = 4
 CYCLES_PER_WORKER = 10  # 40 play/down cycles per monitor: a 1-in-10 failure shows up (p > 0.98)
@@ -47,10 +48,12 @@ spec:
 
 
 @pytest.fixture
-def netns_podman(podman: PodmanEnv, tmp_path: Path) -> Iterator[PodmanEnv]:
+def netns_podman(podman: PodmanEnv, monitor_kind: str, monitor: str,
+                 podman_for: Callable[..., PodmanEnv], tmp_path: Path) -> Iterator[PodmanEnv]:
     """`podman` (same store, same monitor) run inside a fresh network namespace of ours."""
     holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"],
                               stdin=subprocess.DEVNULL)
+    server: subprocess.Popen[bytes] | None = None
     try:
         netns = f"/proc/{holder.pid}/ns/net"
         own = Path("/proc/self/ns/net").resolve()
@@ -60,6 +63,20 @@ def netns_podman(podman: PodmanEnv, tmp_path: Path) -> Iterator[PodmanEnv]:
             time.sleep(0.01)
         else:
             raise AssertionError("the network namespace holder did not start")
+        if monitor_kind == "podvisor-forked":
+            # the fork server refuses a launcher in another network namespace (a monitor lives in
+            # podman's namespaces), so the forked monitors here come from a server in ours
+            sock = tmp_path / "fork-server" / "conmon.sock"
+            sock.parent.mkdir(mode=0o700)
+            python = str(Path(monitor).parent / "python3")
+            server = subprocess.Popen(["nsenter", f"--net={netns}", "--", python, "-I", "-m",
+                                       "supervisor.monitor.server", str(sock)], cwd="/",
+                                      stdin=subprocess.DEVNULL)
+            wait_until(lambda: sock.exists() or server.poll() is not None, timeout=30,
+                       what="the fork server in the namespace")
+            assert sock.exists(), f"fork server did not start (exit {server.poll()})"
+            podman = podman_for("podvisor-forked-netns", monitor, conmon_env={
+                "PODVISOR_CONMON_SERVER": "only", "PODVISOR_CONMON_SOCKET": str(sock)})
         wrapper = tmp_path / "podman-in-netns"
         wrapper.write_text(f'#!/bin/sh\nexec nsenter --net={netns} -- podman "$@"\n')
         wrapper.chmod(0o755)
@@ -70,6 +87,9 @@ def netns_podman(podman: PodmanEnv, tmp_path: Path) -> Iterator[PodmanEnv]:
             # inside the namespace, so that netavark can tear the networks down
             env.remove_all()
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
         holder.kill()
         holder.wait()
 
