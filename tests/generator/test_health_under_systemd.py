@@ -90,7 +90,7 @@ def test_liveness_restarts_a_failing_and_a_hung_container(gen: GeneratorSandbox)
         _wait("healthy", lambda: gen.props(unit, "StatusText")["StatusText"] == "healthy", 20)
         props = gen.props(unit, "WatchdogUSec", "NRestarts", "MainPID")
         assert props["WatchdogUSec"] == f"{health.WATCHDOG_MARGIN + BOUND:g}s"
-        assert "supervisor.monitor" in gen.cmdline(int(props["MainPID"]))
+        assert "podvisor-conmon --api-version 1" in gen.cmdline(int(props["MainPID"]))
         plain = gen.props("pod-live@plain.service", "WatchdogUSec", "MainPID")
         assert plain["WatchdogUSec"] == "0"  # no probe, no watchdog: as before
         time.sleep(BOUND + 6)  # healthy for longer than WatchdogSec: the pings keep it alive
@@ -189,7 +189,7 @@ def test_startup_probe_holds_liveness_back_and_bounds_the_start(gen: GeneratorSa
         assert res.returncode == 0 and took >= 6, took  # readiness waited for the startup probe
         p = gen.props("pod-slow@app.service", "ActiveState", "NRestarts", "StatusText", "MainPID")
         assert p["ActiveState"] == "active" and p["NRestarts"] == "0" and p["StatusText"] == "healthy", p
-        assert "supervisor.monitor" in gen.cmdline(int(p["MainPID"]))
+        assert "podvisor-conmon --api-version 1" in gen.cmdline(int(p["MainPID"]))
 
         t0 = time.monotonic()
         res = gen.sh("systemctl start pod-slow@never.service", check=False)

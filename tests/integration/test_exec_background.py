@@ -59,7 +59,10 @@ def _monitors_of_session(session: str) -> list[int]:
                 cmd = (d / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"\0-u\0" + session.encode() + b"\0" in cmd and pid_alive(int(d.name)):
+            # argv words, or podvisor-conmon's title (one word: `podvisor-conmon … -u ID …`)
+            words = cmd.replace(b"\0", b" ").split()
+            if any(words[i:i + 2] == [b"-u", session.encode()] for i in range(len(words))) \
+                    and pid_alive(int(d.name)):
                 found.append(int(d.name))
     return found
 
