@@ -5,6 +5,7 @@ import argparse
 import http.server
 import os
 import socket
+import shlex
 import subprocess
 import sys
 import threading
@@ -136,7 +137,7 @@ def test_http_and_tcp_probes(http_server: int) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
 def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
     # a fresh namespace (unshare) stands in for the container's: a server there, this process outside
-    server = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up; exec " + sys.executable +
+    server = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up; exec " + shlex.quote(sys.executable) +
                                " -m http.server --bind 127.0.0.1 18123"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
