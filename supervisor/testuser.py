@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .testenv import PodmanEnv, make_env
 
@@ -149,10 +150,23 @@ class RootlessPodmanEnv(PodmanEnv):
         assert self.user is not None
         return {**self.user.environ(), "CONTAINERS_CONF": str(self.conf)}
 
+    # the user's own directory as the working directory: the caller's (a checkout in a 0700
+    # home, say) may be one the user cannot enter, and podman then fails before doing anything
+    def run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[Any]:
+        assert self.user is not None
+        kw.setdefault("cwd", self.user.home)
+        return super().run(*args, **kw)
+
+    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
+        assert self.user is not None
+        kw.setdefault("cwd", self.user.home)
+        return super().popen(*args, **kw)
+
     def shell_command(self, *args: str) -> str:
         assert self.user is not None
         env = [f"{k}={v}" for k, v in self.environ().items()]
-        return shlex.join([*self.user.prefix(), "env", "-i", *env, *super().argv(*args)])
+        return f"cd {shlex.quote(str(self.user.home))} && " + \
+            shlex.join([*self.user.prefix(), "env", "-i", *env, *super().argv(*args)])
 
 
 def make_rootless_env(user: TestUser, key: str, monitor_path: str) -> RootlessPodmanEnv:
