@@ -56,9 +56,12 @@ def _seconds(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
 
 
-def probe_options(p: Probe, prefix: str, success: bool = False) -> list[str]:
+def probe_options(p: Probe, prefix: str, success: bool = False, failure: bool = True) -> list[str]:
+    """`ready-probe` options for probe `p`; `prefix` names its role (empty: readiness)."""
     argv = [f"--{prefix}initial-delay={_seconds(p.initial_delay)}", f"--{prefix}period={_seconds(p.period)}",
-            f"--{prefix}timeout={_seconds(p.timeout)}", f"--{prefix}failure-threshold={p.failure_threshold}"]
+            f"--{prefix}timeout={_seconds(p.timeout)}"]
+    if failure:
+        argv.append(f"--{prefix}failure-threshold={p.failure_threshold}")
     if success:
         argv.append(f"--{prefix}success-threshold={p.success_threshold}")
     if p.kind == "exec":

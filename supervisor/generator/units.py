@@ -246,23 +246,7 @@ def probe_argv(p: Probe | None, settings: Settings) -> list[str]:
     argv = [settings.podvisor, "ready-probe", _v(f"--pidfile={naming.PIDFILE}"), _v(f"--cidfile={naming.CIDFILE}")]
     if p is None:
         return argv
-    argv += [f"--initial-delay={_seconds(p.initial_delay)}", f"--period={_seconds(p.period)}",
-             f"--timeout={_seconds(p.timeout)}", f"--success-threshold={p.success_threshold}"]
-    host = p.host or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    if p.kind == "exec":
-        argv += [_cat("--exec=", w) for w in p.command]
-    elif p.kind == "http":
-        argv.append(f"--http-get={p.scheme}://{host}:{p.port}{p.path}")
-        argv += [f"--http-header={k}: {v}" for k, v in p.headers]
-    elif p.kind == "grpc":
-        argv.append(f"--grpc={host}:{p.port}")
-        if p.service:
-            argv.append(f"--grpc-service={p.service}")
-    else:
-        argv.append(f"--tcp-socket={host}:{p.port}")
-    return argv
+    return argv + health.probe_options(p, "", success=True, failure=False)
 
 
 def _container(pod: Pod, c: Container, settings: Settings) -> UnitContext:
