@@ -75,6 +75,20 @@ def assert_monitored(env: PodmanEnv, name: str) -> int:
     return pid
 
 
+def pids_with_cmdline(match: Callable[[bytes], bool]) -> list[int]:
+    """Live processes whose /proc/PID/cmdline (raw, NUL-separated) satisfies `match`."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if match(cmd) and pid_alive(int(d.name)):
+                found.append(int(d.name))
+    return found
+
+
 def cid(env: PodmanEnv, name: str) -> str:
     return env.inspect(name, "{{.Id}}")
 

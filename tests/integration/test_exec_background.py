@@ -7,12 +7,11 @@ double-forked daemon) neither delay `podman exec` nor keep the session's monitor
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from supervisor.testenv import PodmanEnv
-from tests.integration.helpers import assert_monitored, pid_alive, wait_until
+from tests.integration.helpers import assert_monitored, pids_with_cmdline, wait_until
 
 # the background children outlive any sane test timeout: a monitor waiting for them shows up as
 # a podman exec that does not return (subprocess timeout) rather than as a slow pass
@@ -26,7 +25,7 @@ CASES = {
     "nohup": f"(trap '' HUP; exec {BACKGROUND}) & echo started; exit 3",
     "double-fork": f"(sh -c '{BACKGROUND}' &); echo started; exit 4",
     "setsid-daemon": f"setsid sh -c '{BACKGROUND} & exit 0'; echo started; exit 5",
-    "start-stop-daemon": f"start-stop-daemon -S -b -x /bin/sleep -- 600; echo started; exit 7",
+    "start-stop-daemon": "start-stop-daemon -S -b -x /bin/sleep -- 600; echo started; exit 7",
     "late-writer": "(sleep 2; echo late) & echo started; exit 6",
 }
 CODES = {"ampersand": 2, "nohup": 3, "double-fork": 4, "setsid-daemon": 5, "late-writer": 6,
@@ -52,19 +51,11 @@ def _exec(podman: PodmanEnv, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _monitors_of_session(session: str) -> list[int]:
     """Live processes whose command line names the exec session (its monitor's `-u`)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            # argv words, or podvisor-conmon's title (one word: `podvisor-conmon … -u ID …`)
-            words = cmd.replace(b"\0", b" ").split()
-            if any(words[i:i + 2] == [b"-u", session.encode()] for i in range(len(words))) \
-                    and pid_alive(int(d.name)):
-                found.append(int(d.name))
-    return found
+    def names_it(cmd: bytes) -> bool:
+        # argv words, or podvisor-conmon's title (one word: `podvisor-conmon … -u ID …`)
+        words = cmd.replace(b"\0", b" ").split()
+        return any(words[i:i + 2] == [b"-u", session.encode()] for i in range(len(words)))
+    return pids_with_cmdline(names_it)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

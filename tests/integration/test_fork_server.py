@@ -16,7 +16,7 @@ from supervisor.monitor import launch
 from supervisor.testenv import BUSYBOX_IMAGE as image, PodmanEnv
 
 from ..conftest import podvisor_conmon
-from .helpers import assert_monitored, pid_alive, wait_until
+from .helpers import assert_monitored, pid_alive, pids_with_cmdline, wait_until
 
 
 @pytest.fixture
@@ -29,16 +29,7 @@ def podvisor() -> str:
 
 def _servers_on(sock: Path) -> list[int]:
     """Live fork servers whose title names `sock`."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"--fork-server" in cmd and str(sock).encode() in cmd:
-                found.append(int(d.name))
-    return found
+    return pids_with_cmdline(lambda cmd: b"--fork-server" in cmd and str(sock).encode() in cmd)
 
 
 @pytest.fixture
