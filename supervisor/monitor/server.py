@@ -57,10 +57,6 @@ def preload() -> None:
     import syslog  # noqa: F401 - --syslog
     import traceback  # noqa: F401 - the monitor's last-resort report
 
-    try:
-        import sdnotify  # noqa: F401 - --sdnotify-socket
-    except ImportError:
-        pass
     identity._setproctitle()
     linux._c()
     # run the option parser a few times: its lazy imports, regex and gettext caches and the
