@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import health, sockets, validate
-from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
+from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Readiness,
                     Restart, UnitLines, Verbatim, Volume)
 from .sockets import Socket
 from .unitfile import Section, SyntaxProblem, read_unit, split_words
