@@ -520,7 +520,7 @@ class Bench:
         for env in {id(e): e for e in (*self.envs.values(), *self.mem_envs.values())}.values():
             try:
                 env.remove_all()
-            except Exception as e:  # noqa: BLE001 - clean up as much as we can
+            except Exception as e:
                 log(f"cleanup: {e}")
         self.envs["conmon"].cleanup(storage=True)  # the store is shared
 

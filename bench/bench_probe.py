@@ -101,7 +101,7 @@ def bench_probe(env: PodmanEnv, work: Path, image: str, kind: str, period: float
         while time.monotonic() < until:
             try:
                 msg = sock.recv(4096).decode()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if "WATCHDOG=1" in msg:
                 pings.append(time.monotonic())

@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - the rule: a user never sees a traceback
+    except Exception as e:
         if args.verbose:
             import traceback
 

@@ -689,7 +689,7 @@ class Sandbox:
                 self._nspawn_argv(nspawn, root, state.cgroups), env=env, stdin=subprocess.DEVNULL,
                 stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
                 pass_fds=(self._storage_fd,) if self._storage_fd is not None else (),
-                preexec_fn=join_cgroups)  # noqa: PLW1509 - single-threaded, async-signal-safe calls
+                preexec_fn=join_cgroups)
         st = _proc_stat(self._nspawn.pid)
         state.nspawn_pid, state.nspawn_start = self._nspawn.pid, st[2] if st else 0
         self._save_state(state)

@@ -21,7 +21,6 @@ from typing import Any
 
 from .images import BUSYBOX_IMAGE
 
-
 # podman's host-wide defaults: a private environment must never manage these.
 _SHARED_PATHS = ("/var/lib/containers", "/run/libpod", "/run/containers", "/var/run/libpod")
 

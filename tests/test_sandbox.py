@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Bind, Sandbox, SandboxConfig, SandboxError, checkout_binds, default_conmon_path, plan_cgroups
+from supervisor.sandbox import (
+    Bind,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    checkout_binds,
+    default_conmon_path,
+    plan_cgroups,
+)
 
 
 def needs_sandbox(test: Callable[..., None]) -> Callable[..., None]:

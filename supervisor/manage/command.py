@@ -152,8 +152,8 @@ def register(subparsers: Any) -> None:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    from . import reload
     from ..systemd import Systemd
+    from . import reload
 
     with Systemd.connect(args.user) as sd:
         done = reload.run(sd, args.pod, args.containers, timeout=args.timeout)
@@ -163,8 +163,8 @@ def _reload(args: argparse.Namespace) -> int:
 
 @_reporting
 def _ps(args: argparse.Namespace) -> int:
-    from . import ps
     from ..systemd import Systemd
+    from . import ps
     from .fmt import Palette
     from .inventory import collect
 
@@ -181,8 +181,8 @@ def _ps(args: argparse.Namespace) -> int:
 
 @_reporting
 def _status(args: argparse.Namespace) -> int:
-    from . import status
     from ..systemd import Systemd
+    from . import status
     from .fmt import Palette
 
     with Systemd.connect(args.user) as sd:
@@ -215,8 +215,8 @@ def _log_formatter(args: argparse.Namespace, names: list[str]) -> Callable[[Any]
 
 @_reporting
 def _logs(args: argparse.Namespace) -> int:
-    from . import logs
     from ..systemd import Systemd
+    from . import logs
 
     since = args.since  # an epoch time already (see _since)
     with Systemd.connect(args.user) as sd:
@@ -241,8 +241,8 @@ def _logs(args: argparse.Namespace) -> int:
 
 @_reporting
 def _top(args: argparse.Namespace) -> int:
-    from . import top
     from ..systemd import Systemd
+    from . import top
 
     iterations = args.iterations
     if iterations is None and (args.json or not sys.stdout.isatty()):
@@ -252,8 +252,8 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _control(verb: str, args: argparse.Namespace) -> int:
-    from . import control
     from ..systemd import Systemd
+    from . import control
     from .fmt import Palette
 
     with Systemd.connect(args.user) as sd:

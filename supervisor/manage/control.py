@@ -19,8 +19,8 @@ from typing import TextIO
 
 from supervisor.generator import naming
 
-from . import discover, fmt, journal
 from ..systemd import Systemd
+from . import discover, fmt, journal
 from .errors import ManageError
 from .inventory import unit_status
 from .model import UnitStatus

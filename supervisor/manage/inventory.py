@@ -11,8 +11,8 @@ import psutil
 
 from supervisor.generator import naming
 
-from . import discover, procs, sockets
 from ..systemd import Systemd
+from . import discover, procs, sockets
 from .model import ContainerStatus, PodmanContainer, PodStatus, UnitStatus
 from .podman import PodmanCommand, PodmanError, containers
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from supervisor.generator import naming
 
-from . import discover, journal
 from ..systemd import Systemd
+from . import discover, journal
 from .errors import ManageError
 from .podman import PodmanCommand, PodmanError, containers, inspect
 

@@ -7,8 +7,8 @@ import time
 
 from supervisor.generator import naming
 
-from . import discover
 from ..systemd import Systemd
+from . import discover
 from .errors import ManageError
 from .inventory import unit_status
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from supervisor.generator import naming
 
-from . import fmt, health, journal, sockets, views
 from ..systemd import Systemd
+from . import fmt, health, journal, sockets, views
 from .inventory import Inventory, collect
 from .model import ContainerStatus, PodStatus, UnitStatus
 

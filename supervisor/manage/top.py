@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from . import fmt, procs
 from ..systemd import Systemd
+from . import fmt, procs
 from .inventory import collect
 from .model import ContainerStatus, PodStatus
 

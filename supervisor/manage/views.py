@@ -6,8 +6,8 @@ from typing import Any
 
 from . import health
 from .fmt import iso
-from .sockets import socket_json
 from .model import ContainerStatus, PodmanContainer, PodStatus, PortMapping, UnitStatus, Usage
+from .sockets import socket_json
 
 
 def _uptime(u: UnitStatus, now: float) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
     from typing import NoReturn

@@ -11,7 +11,7 @@ from __future__ import annotations
 NAME = "podvisor-conmon"  # 15 bytes: all of it fits in comm
 
 
-def _setproctitle():  # noqa: ANN202 - the C function, or None
+def _setproctitle():
     """setproctitle's C extension, loaded without its package's __init__: that one imports
     logging (and so threading, traceback, tokenize…), ~1.5 ms per start, and logging's at-fork
     handler alone dirtied ~400 kB of every monitor the fork server forks."""

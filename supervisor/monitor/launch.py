@@ -111,7 +111,7 @@ def served(argv: list[str], mode: str) -> int | None:
         sock.close()
 
 
-def _await(sock) -> int | None:  # noqa: ANN001 - a _socket.socket
+def _await(sock) -> int | None:
     """Server replies, one line each: `S` the monitor has taken over (from here on it owns the
     start pipe), `F reason` refused (nothing was touched), `X code` the first process's status."""
     buf = b""

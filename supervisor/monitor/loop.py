@@ -91,7 +91,7 @@ class Loop:
             heapq.heappop(self._timers)
             try:
                 cb()
-            except Exception as e:  # noqa: BLE001 - one-shot: report it, and the loop goes on
+            except Exception as e:
                 self._report(f"timer {getattr(cb, '__qualname__', cb)!s}", e)
         return -1
 
@@ -99,7 +99,7 @@ class Loop:
         self.fault_count += 1
         try:
             self.on_fault(what, exc)
-        except Exception:  # noqa: BLE001 - reporting must never be the next fault
+        except Exception:
             pass
 
     def _handler_failed(self, fd: int, handler: Handler, exc: Exception) -> None:
@@ -124,7 +124,7 @@ class Loop:
                 continue
             try:
                 h(ev)
-            except Exception as e:  # noqa: BLE001 - contained: see the module docstring
+            except Exception as e:
                 self._handler_failed(fd, h, e)
             else:
                 if self._faults:

@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import syncpipe
+# used after the fork, imported before it: the first process's start-up can overlap podman's
+# own work before the start byte, while the monitor's is on the critical path
+from . import attach, control, stdio, syncpipe  # noqa: F401
 from .cli import Options, parse
 from .errors import die, enable_syslog, report_exception, strerror, warn
 from .files import touch, write_atomic
@@ -18,10 +20,6 @@ from .logs import STDERR, STDOUT, LogSinks, open_drivers
 from .loop import READ, Loop
 from .process import exit_status, open_fds, run_exit_command
 from .runtime import build_argv, spawn
-
-# used after the fork, imported before it: the first process's start-up can overlap podman's
-# own work before the start byte, while the monitor's is on the critical path
-from . import attach, control, stdio  # noqa: E402,F401
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ATTACH_STDOUT = 2
@@ -191,7 +189,7 @@ class Monitor:
     def run(self) -> int:
         try:
             child_fds = self._prepare()
-        except Exception as e:  # noqa: BLE001 - podman shows this message to the user
+        except Exception as e:
             self._fail(f"podvisor-conmon: setting up the container's monitor failed: {e}".encode())
             return 1
         return self._start_runtime(*child_fds)
@@ -248,10 +246,10 @@ class Monitor:
             code = self._supervise(out_r, err_r)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
-        except Exception as e:  # noqa: BLE001 - a bug of ours: podman still gets a container
+        except Exception as e:
             report_exception("the monitor", e)
             code = self._contain()
-        except BaseException as e:  # noqa: BLE001 - still run the exit command
+        except BaseException as e:
             import traceback
 
             warn(f"monitor failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
@@ -425,7 +423,7 @@ class Monitor:
             if not self.pid_reported:  # podman is still waiting for the start: make it fail
                 return self._fail(b"podvisor-conmon: the container's monitor failed")
             return self._finish()
-        except Exception as e:  # noqa: BLE001 - the last resort: at least the exit file
+        except Exception as e:
             report_exception("containing the monitor's failure", e)
             if self.opts.exit_dir:
                 self._write_file(os.path.join(self.opts.exit_dir, self.opts.cid),
@@ -449,7 +447,7 @@ class Monitor:
         """One step of winding down; a failure is reported and the next step still runs."""
         try:
             fn()
-        except Exception as e:  # noqa: BLE001 - the exit file must be written whatever fails
+        except Exception as e:
             report_exception(what, e)
 
     def _drain_outputs(self) -> None:
@@ -480,7 +478,7 @@ class Monitor:
             oom, self.oom = self.oom, None
             try:
                 oomed = oom.final_check()
-            except Exception as e:  # noqa: BLE001 - the exit file must still be written
+            except Exception as e:
                 report_exception("the final OOM check", e)
         self._step("draining the output", self._drain_outputs)
         self._step("flushing the logs", lambda: self.sinks.flush(not opts.no_sync_log))

@@ -96,7 +96,7 @@ class OomWatcher:
 
     # cgroup v2 ---------------------------------------------------------------------------
     def _setup_v2(self, cg: str) -> None:
-        from .inotify import Inotify, IN_MODIFY
+        from .inotify import IN_MODIFY, Inotify
 
         self.events_file = os.path.join(cg, "memory.events")
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0

@@ -60,7 +60,7 @@ def spawn(opts: Options, argv: list[str], stdin: int, stdout: int, stderr: int,
             os.read(second_start_fd, 8192)
         set_oom_score_adj(0)
         os.execv(argv[0], argv)
-    except BaseException as e:  # noqa: BLE001 - report whatever stopped us on the stderr pipe
+    except BaseException as e:
         try:
             os.write(2, f"podvisor-conmon: cannot run {argv[0]}: {e}\n".encode())
         finally:

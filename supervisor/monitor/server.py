@@ -51,11 +51,27 @@ STALE = 3  # a first process's exit status: the launcher is of another install (
 
 def preload() -> None:
     """Import now what any monitor may import later, and load libc through ctypes once."""
-    from . import (attach, cgroups, cli, control, identity, inotify, linux, main,  # noqa: F401
-                   notify, oom, process, runtime, stdio, syncpipe, terminal)
-    from .logs import journald, k8s_file  # noqa: F401
     import syslog  # noqa: F401 - --syslog
     import traceback  # noqa: F401 - the monitor's last-resort report
+
+    from . import (  # noqa: F401
+        attach,
+        cgroups,
+        cli,
+        control,
+        identity,
+        inotify,
+        linux,
+        main,
+        notify,
+        oom,
+        process,
+        runtime,
+        stdio,
+        syncpipe,
+        terminal,
+    )
+    from .logs import journald, k8s_file  # noqa: F401
 
     identity._setproctitle()
     linux._c()
@@ -399,7 +415,7 @@ class Server:
                 for _, other in self.children.values():
                     other.detach()
                 code = first_process(conn, self.token)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 import traceback
 
                 try:

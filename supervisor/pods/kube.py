@@ -14,8 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from . import health, quantity, sockets, validate
-from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Probe, Readiness,
-                    Resources, Restart, Volume)
+from .model import (
+    Container,
+    DefinitionError,
+    Diagnostic,
+    Loc,
+    Mount,
+    Pod,
+    Port,
+    Probe,
+    Readiness,
+    Resources,
+    Restart,
+    Volume,
+)
 from .yamlnodes import Node, load_documents
 
 ANNOTATION_PREFIX = "podvisor.io/"

@@ -20,8 +20,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import health, sockets, validate
-from .model import (Container, DefinitionError, Diagnostic, Loc, Mount, Pod, Port, Readiness,
-                    Restart, UnitLines, Verbatim, Volume)
+from .model import (
+    Container,
+    DefinitionError,
+    Diagnostic,
+    Loc,
+    Mount,
+    Pod,
+    Port,
+    Readiness,
+    Restart,
+    UnitLines,
+    Verbatim,
+    Volume,
+)
 from .sockets import Socket
 from .unitfile import Section, SyntaxProblem, read_unit, split_words
 

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from supervisor.generator import health
 
 from .harness import GeneratorSandbox

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.images import BUSYBOX_IMAGE, ensure_image
 from supervisor.sandbox import Sandbox, SandboxConfig
 
 from ..conftest import TIME_SCALE
-from supervisor.images import BUSYBOX_IMAGE, ensure_image
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 OURS = str(Path(sys.executable).parent / "podvisor-conmon")

@@ -70,7 +70,7 @@ def _journal(sb: Sandbox, unit: str) -> str:
     return sh(sb, f"journalctl -u {unit} -o cat --no-pager").stdout
 
 
-def _wait(what: str, cond, timeout: float = 90) -> None:  # noqa: ANN001
+def _wait(what: str, cond, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

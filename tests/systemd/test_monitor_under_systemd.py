@@ -11,7 +11,8 @@ import pytest
 
 from supervisor.sandbox import Sandbox
 
-from .conftest import IMAGE, OURS, TIME_SCALE as S, install_unit, sh, unit_props
+from .conftest import IMAGE, OURS, install_unit, sh, unit_props
+from .conftest import TIME_SCALE as S
 
 pytestmark = pytest.mark.systemd
 

@@ -102,7 +102,7 @@ def test_blog_as_user_units(user: User) -> None:
     assert data["warnings"] == []  # the user's own podman answers for the user's pods
     (pod,) = data["pods"]
     assert pod["pod"] == "blog" and pod["ready"] and pod["containers_ready"] == 2
-    assert {"proxy": "running", "web": "running"} == {c["name"]: c["podman"]["state"] for c in pod["containers"]}
+    assert {c["name"]: c["podman"]["state"] for c in pod["containers"]} == {"proxy": "running", "web": "running"}
     assert "8080" in json.dumps(pod["ports"])
     for c in pod["containers"]:
         pid = c["main_pid"]

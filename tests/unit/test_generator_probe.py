@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import os
-import socket
 import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -280,8 +280,9 @@ def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
 def test_grpc_probe_against_a_real_grpc_server() -> None:
     """grpcio's server (its own HTTP/2 and HPACK) answers grpc.health.v1.Health/Check; the messages
     are protobuf HealthCheckRequest/Response, encoded by hand here (field 1)."""
-    import grpc
     from concurrent import futures
+
+    import grpc
 
     status = {"": b"\x08\x01", "app.v1": b"\x08\x02"}  # SERVING; NOT_SERVING
 

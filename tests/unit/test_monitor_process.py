@@ -29,7 +29,7 @@ def _run_in_child(tmp_path: Path, log_on_stderr: bool) -> int:
                            exit_command="/bin/sh",
                            exit_command_args=("-c", RECORD, "sh", str(tmp_path)))
             os._exit(run_exit_command(opts, 7))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             os._exit(99)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)

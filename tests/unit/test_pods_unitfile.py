@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.pods.unitfile import (SyntaxProblem, expand_specifiers, read_unit, split_command,
-                                      split_words, substitute_env)
+from supervisor.pods.unitfile import (
+    SyntaxProblem,
+    expand_specifiers,
+    read_unit,
+    split_command,
+    split_words,
+    substitute_env,
+)
 
 # ExecStart= of a Type=oneshot unit with Environment=X=envx, exactly as written in the unit file
 OBSERVED_UNIT = (

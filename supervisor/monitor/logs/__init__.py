@@ -3,6 +3,7 @@ passthrough and none store nothing (the container's output is then not ours to l
 from __future__ import annotations
 
 import time
+
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
     from typing import Protocol
