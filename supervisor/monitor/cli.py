@@ -256,6 +256,10 @@ def parse(argv: list[str]) -> Options:
         die("Attach can only be specified with exec", colon=False)
     if ns.exec_attach and not ns.api_version:
         die("Attach can only be specified for a non-legacy exec session", colon=False)
+    if ns.seccomp_notify_socket or ns.seccomp_notify_plugins:
+        # podman (4.3.1 to 5.4) never passes them; a silent no-op would leave the container's
+        # seccomp notifications unanswered
+        die("--seccomp-notify-socket/--seccomp-notify-plugins are not supported by podvisor-conmon")
     if ns.restore and ns.exec:
         die("Cannot use 'exec' and 'restore' at the same time", colon=False)
     if not ns.log_path:
