@@ -67,7 +67,10 @@ def result(ok: bool, name: str, detail: str) -> None:
 
 
 def sh(cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+    t0 = time.monotonic()
+    res = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+    log(f"({time.monotonic() - t0:.1f}s, exit {res.returncode}) {cmd[:100]}")
+    return res
 
 
 def boot() -> None:
@@ -75,6 +78,7 @@ def boot() -> None:
     (OUT / "booted-at").write_text(f"{up:.0f}")
     pid1 = Path("/proc/1/comm").read_text().strip()
     fs = sh("stat -fc %T /sys/fs/cgroup").stdout.strip()
+    sh("podman --version")  # the first podman call: the binary's first read, no store yet
     info = sh("podman info --format '{{.Host.CgroupsVersion}} {{.Host.CgroupManager}} "
               "{{.Version.Version}} {{.Host.OCIRuntime.Name}}'", timeout=300)
     conmon = sh(f"{OURS} --version | head -1").stdout.strip()
@@ -210,7 +214,10 @@ def main() -> int:
              ("suite", lambda: suite("suite", SYSTEMD_TESTS + INTEGRATION_SMOKE, {
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
              ("demo", demo)]
+    only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:
+        if only and name not in only:
+            continue
         t0, up0 = time.monotonic(), uptime()
         try:
             step()
