@@ -34,8 +34,9 @@ if ! "$VNG_VENV/bin/vng" --version 2>/dev/null | grep -q '^virtme-ng 1\.42'; the
     "$VNG_VENV/bin/pip" install --quiet 'virtme-ng==1.42'
 fi
 export PATH="$VNG_VENV/bin:$PATH"   # vng runs virtme-run from PATH
-# The checkout's own venv, read by the VM through the shared root (bookworm).
-bash "$REPO/scripts/install.sh" >/dev/null
+# The checkout's own venv, read by the VM through the shared root (bookworm only: trixie's root
+# has its own, made by rootfs.sh; a reinstall here would pull files from under a running VM).
+[[ $RELEASE == bookworm ]] && bash "$REPO/scripts/install.sh" >/dev/null
 
 KERNEL=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1)
 ROOT=/
