@@ -5,7 +5,7 @@
 # Exit non-zero on any failure. Software emulation only (nested KVM hangs here): ~25x slower.
 #   bookworm: this machine's own root (read-only over 9p, tmpfs overlays);
 #   trixie:   a debootstrapped Debian 13 root cached under /var/tmp (scripts/vm/rootfs.sh).
-# VM_CPUS (default 2), VM_MEMORY (default 2G), VM_TIMEOUT (seconds, default 1200), VM_KEEP=1 keeps
+# VM_CPUS (default 2), VM_MEMORY (default 2G), VM_TIMEOUT (seconds, default 1800), VM_KEEP=1 keeps
 # the run directory (serial console log, checks.log, timings.txt, the guest's journal), VM_STEPS
 # a subset of the steps (boot suite demo).
 set -euo pipefail
@@ -83,7 +83,7 @@ vng_args=(--run "$KERNEL" --disable-kvm --memory "${VM_MEMORY:-2G}" --cpus "${VM
 echo "check-vm: booting $RELEASE ($KERNEL, TCG, ${VM_CPUS:-2} CPUs) with systemd as PID 1; log in $RUN/console.log"
 t_boot=$(date +%s)
 rc=0
-timeout -k 10 "${VM_TIMEOUT:-1200}" vng "${vng_args[@]}" --exec true \
+timeout -k 10 "${VM_TIMEOUT:-1800}" vng "${vng_args[@]}" --exec true \
     --qemu-opts="-append '$CMDLINE' $CACHED_ROOT" </dev/null >"$RUN/console.log" 2>&1 || rc=$?
 t_end=$(date +%s)
 if [[ ! -s $RUN/results.txt ]]; then
@@ -97,7 +97,7 @@ cat "$RUN/results.txt"
 booted=$(cat "$RUN/booted-at" 2>/dev/null || echo "?")
 echo "check-vm: times: boot ${booted}s (guest uptime at check start), VM total $((t_end - t_boot))s, whole run $((t_end - t_start))s"
 if [[ ! -f $RUN/done ]]; then
-    echo "FAIL vm: the checks did not finish (vng exit $rc after $((t_end - t_boot))s; VM_TIMEOUT ${VM_TIMEOUT:-1200}s)" \
+    echo "FAIL vm: the checks did not finish (vng exit $rc after $((t_end - t_boot))s; VM_TIMEOUT ${VM_TIMEOUT:-1800}s)" \
         | tee -a "$RUN/results.txt"
 fi
 total=$(grep -c '^\(PASS\|FAIL\) ' "$RUN/results.txt" || true)
