@@ -10,15 +10,17 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from supervisor.images import BLOG_IMAGE, ensure_image
+from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
 from supervisor.sandbox import Sandbox
 
-from .conftest import sh
+from .conftest import sh, unit_props
 
 pytestmark = pytest.mark.systemd
 
@@ -128,3 +130,150 @@ def test_blog_as_user_units(user: User) -> None:
     assert user.text("sh", "-c", "ls -A ~/.config/systemd/user").stdout == ""
     assert user.text("podman", "ps", "--all", "--quiet").stdout == ""
     assert user.text("podman", "pod", "ps", "--quiet").stdout == ""
+
+
+def _user_show(user: User, unit: str, *props: str) -> dict[str, str]:
+    out = user.text("systemctl", "--user", "show", unit, *(f"-p{p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _pv_json(run: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
+    res = run(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def _flaky(crashing: str) -> str:
+    """Pod `flaky`: containers a and b; `crashing` exits 3 a few seconds after each start and is
+    restarted (the unit never stays failed, so its failures are known from the journal only)."""
+    def command(name: str) -> str:
+        return "sleep 3; exit 3" if name == crashing else "trap 'exit 0' TERM; sleep 1000 & wait"
+    containers = "".join(f"""
+    - name: {n}
+      image: {BUSYBOX_IMAGE}
+      command: ["sh", "-c", "{command(n)}"]""" for n in ("a", "b"))
+    return f"""apiVersion: v1
+kind: Pod
+metadata:
+  name: flaky
+  annotations:
+    podvisor.io/restart-sec: "2"
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 2
+  containers:{containers}
+"""
+
+
+def _wait_restarted(show: Callable[[], dict[str, str]]) -> None:
+    deadline = time.monotonic() + 90
+    while int((props := show())["NRestarts"]) < 1 or props["ActiveState"] == "failed":
+        assert time.monotonic() < deadline, props
+        time.sleep(0.5)
+
+
+def _kill_container(sb: Sandbox, pid: str, restarts: Callable[[], str]) -> None:
+    """SIGKILL a container's main process; wait until systemd restarted its unit (restartPolicy
+    Always), so the failure is in the journal."""
+    sh(sb, f"kill -9 {int(pid)}")
+    deadline = time.monotonic() + 90
+    while restarts() != "1":
+        assert time.monotonic() < deadline, "the unit was not restarted"
+        time.sleep(0.5)
+
+
+def test_root_and_user_pods_of_one_name_never_meet(user: User) -> None:
+    """Root's blog and the user's blog: same pod, unit and container names. Each side's
+    ps/status/logs/start/stop shows and drives its own only; the user cannot drive root's."""
+    sb = user.sb
+    root_pv = shlex.quote(PODVISOR)
+
+    def as_root(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return sh(sb, shlex.join([PODVISOR, *args]), check=False, timeout=timeout)
+
+    def as_user(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return user.text(PODVISOR, *args, timeout=timeout)
+
+    def upodman(*a: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return _checked(user.run("podman", *a, input=input, timeout=300), check)
+
+    for image in (BLOG_IMAGE, BUSYBOX_IMAGE):
+        ensure_image(sb.podman, image)
+        ensure_image(upodman, image)
+    sh(sb, f"{root_pv} install {shlex.quote(str(REPO / 'units' / 'blog' / 'blog.yaml'))} && "
+           "systemctl start pod-blog.service", timeout=300)
+    # the user's copy publishes 8090 (root's has 8080): everything else is the same
+    mine = f"/home/{USER}/blog.yaml"
+    sh(sb, f"cat > {mine} && chown {USER} {mine}",
+       input=(REPO / "units" / "blog" / "blog.yaml").read_text().replace("hostPort: 8080", "hostPort: 8090"))
+    try:
+        assert as_user("install", "--user", mine, timeout=300).returncode == 0
+        res = user.text("systemctl", "--user", "start", "pod-blog.service", timeout=300)
+        assert res.returncode == 0, res.stderr
+        sh(sb, "curl -sS --max-time 10 -o /dev/null http://127.0.0.1:8080/root-was-here")
+        assert user.text("curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+                         "http://127.0.0.1:8090/user-was-here").returncode == 0
+
+        # ps: each sees one blog, with its own podman's containers and monitors
+        root_ids = set(sh(sb, "podman ps --quiet --no-trunc").stdout.split())
+        user_ids = set(user.text("podman", "ps", "--quiet", "--no-trunc").stdout.split())
+        assert len(root_ids) == len(user_ids) == 3 and not root_ids & user_ids
+        for data, ids, uid, port in ((_pv_json(as_root, "ps"), root_ids, 0, 8080),
+                                     (_pv_json(as_user, "ps", "--user"), user_ids, user.uid, 8090)):
+            (pod,) = data["pods"]
+            assert pod["pod"] == "blog" and pod["ready"], pod
+            assert {c["podman"]["id"] for c in pod["containers"]} <= ids
+            assert [p["host_port"] for p in pod["ports"]] == [port], pod["ports"]
+            for c in pod["containers"]:
+                assert sh(sb, f"stat -c %u /proc/{int(c['main_pid'])}").stdout.strip() == str(uid)
+
+        # a restarting container's failures (from the journal): root's a, the user's b, each its own
+        sh(sb, "mkdir -p /srv/pvt-user && cat > /srv/pvt-user/flaky.yaml", input=_flaky("a"))
+        sh(sb, f"{root_pv} install /srv/pvt-user/flaky.yaml && systemctl start --no-block pod-flaky.service",
+           timeout=300)
+        theirs = f"/home/{USER}/flaky.yaml"
+        sh(sb, f"cat > {theirs} && chown {USER} {theirs}", input=_flaky("b"))
+        assert as_user("install", "--user", theirs, timeout=300).returncode == 0
+        assert user.text("systemctl", "--user", "start", "--no-block", "pod-flaky.service").returncode == 0
+        _wait_restarted(lambda: unit_props(sb, "pod-flaky@a.service", "NRestarts", "ActiveState"))
+        _wait_restarted(lambda: _user_show(user, "pod-flaky@b.service", "NRestarts", "ActiveState"))
+        for data, failed, spared in ((_pv_json(as_user, "status", "--user", "flaky"), "b", "a"),
+                                     (_pv_json(as_root, "status", "flaky"), "a", "b")):
+            by_name = {c["name"]: c for c in data["containers"]}
+            assert by_name[failed]["last_failure"] is not None, data
+            assert (by_name[failed]["last_failure"]["what"], by_name[failed]["last_failure"]["detail"]) == \
+                ("exit-code", "status=3"), by_name[failed]
+            assert by_name[spared]["last_failure"] is None, by_name[spared]
+            assert by_name[spared]["restarts"] == 0
+            # the journal tail: systemd's messages about the pod's own units only
+            failed_lines = [x for x in data["log"] if "Failed with result" in x["message"]]
+            assert failed_lines and {x["container"] for x in failed_lines} == {failed}, data["log"]
+
+        # logs: each side's own requests only
+        mine_log, roots_log = as_user("logs", "--user", "blog", "proxy"), as_root("logs", "blog", "proxy")
+        assert mine_log.returncode == 0 and roots_log.returncode == 0, mine_log.stderr + roots_log.stderr
+        assert "/user-was-here" in mine_log.stdout and "/root-was-here" not in mine_log.stdout
+        assert "/root-was-here" in roots_log.stdout and "/user-was-here" not in roots_log.stdout
+
+        # driving: the user's stop stops its own; root's pod is not the user's to stop
+        assert as_user("stop", "--user", "-q", "blog", timeout=300).returncode == 0
+        assert _user_show(user, "pod-blog.service", "ActiveState")["ActiveState"] == "inactive"
+        assert unit_props(sb, "pod-blog.service", "ActiveState")["ActiveState"] == "active"
+        res = as_user("stop", "blog")
+        assert res.returncode == 1 and "permission denied" in res.stderr, res.stderr
+        assert unit_props(sb, "pod-blog.service", "ActiveState")["ActiveState"] == "active"
+        assert as_user("start", "--user", "-q", "blog", timeout=300).returncode == 0
+        sh(sb, f"{root_pv} stop -q blog", timeout=300)
+        assert _user_show(user, "pod-blog.service", "ActiveState")["ActiveState"] == "active"
+        assert user.text("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8090/").returncode == 0
+    finally:
+        for pod in ("blog", "flaky"):
+            as_user("uninstall", "--user", pod, timeout=300)
+            as_root("uninstall", pod, timeout=300)
+    assert sh(sb, "podman ps -aq").stdout == "" and user.text("podman", "ps", "-aq").stdout == ""
+
+
+def _checked(r: subprocess.CompletedProcess[bytes], check: bool) -> subprocess.CompletedProcess[bytes]:
+    if check and r.returncode:
+        raise AssertionError(f"podman as {USER}: {r.stderr.decode(errors='replace')}")
+    return r
