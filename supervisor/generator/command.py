@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 GENERATOR_SCRIPT = Path("/etc/systemd/system-generators/podvisor-generator")
+# systemd reads user generators from system directories only: one script serves every user
+USER_GENERATOR_SCRIPT = Path("/etc/systemd/user-generators/podvisor-user-generator")
 
 
 class Failure(Exception):
@@ -132,8 +134,15 @@ def register(subparsers: Any) -> None:
     ig = subparsers.add_parser("install-generator",
                                help="install the systemd generator for /etc/containers/systemd/",
                                description="Write a systemd generator script that turns pod definitions in "
-                                           "/etc/containers/systemd/ into units at every daemon-reload.")
-    ig.add_argument("--path", type=Path, default=GENERATOR_SCRIPT)
+                                           "/etc/containers/systemd/ into units at every daemon-reload. With "
+                                           "--user (as root), the user generator: every user's "
+                                           "~/.config/containers/systemd/ and /etc/containers/systemd/users/ "
+                                           "become that user's units, as with Quadlet.")
+    ig.add_argument("--path", type=Path, default=None,
+                    help=f"default: {GENERATOR_SCRIPT}; with --user {USER_GENERATOR_SCRIPT}")
+    ig.add_argument("--user", action="store_true",
+                    help="the user generator (systemd --user runs it as each user); needs root, like any "
+                         "file in /etc/systemd/user-generators/")
     _settings_options(ig)
     ig.set_defaults(handler=_install_generator)
 
@@ -232,22 +241,31 @@ def _install_generator(args: argparse.Namespace) -> int:
     from .install import InstallError, ensure_containers_conf
     from .settings import MARKER, SETTINGS_FILE, dumps
 
-    settings = _settings(args)
+    settings = _load_settings(args)  # the user generator makes them user settings, per user
+    path = args.path or (USER_GENERATOR_SCRIPT if args.user else GENERATOR_SCRIPT)
     try:
-        # the generator may not write /etc itself, and its units name this file
-        if ensure_containers_conf(settings):
+        # the generator may not write /etc itself, and its units name this file (a user generator
+        # writes each user's beside its units)
+        if not args.user and ensure_containers_conf(settings):
             print(f"wrote {settings.containers_conf}")
         # the generator has no command line: it reads these settings (ours are kept up to date)
         conf = SETTINGS_FILE
         ours = not conf.exists() or conf.read_text().startswith(MARKER)
         if ours and writer.commit(conf.parent, {conf.name: dumps(settings)}):
             print(f"wrote {conf}")
-        writer.commit(args.path.parent, {args.path.name: generator_script()}, mode=0o755)
+        writer.commit(path.parent, {path.name: generator_script()}, mode=0o755)
     except InstallError as e:
         raise _error(str(e)) from None
+    except PermissionError as e:
+        hint = "; run it as root (systemd has no per-user generator directory)" if args.user else ""
+        raise _error(f"{e.filename or path}: {e.strerror or e}{hint}") from None
     except OSError as e:
-        raise _error(f"{args.path}: {e.strerror or e}") from None
-    print(f"wrote {args.path}; it runs at every `systemctl daemon-reload` and at boot")
+        raise _error(f"{path}: {e.strerror or e}") from None
+    if args.user:
+        print(f"wrote {path}; every user manager runs it at `systemctl --user daemon-reload` and at its start: "
+              "pod definitions in ~/.config/containers/systemd/ become that user's units")
+    else:
+        print(f"wrote {path}; it runs at every `systemctl daemon-reload` and at boot")
     return 0
 
 

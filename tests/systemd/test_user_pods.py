@@ -46,6 +46,13 @@ class User:
         return subprocess.run(self.argv(*cmd), env=env, input=input, capture_output=True, timeout=timeout,
                               stdin=None if input is not None else subprocess.DEVNULL)
 
+    def podman(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """The user's podman, as ensure_image calls it."""
+        r = self.run("podman", *args, input=input, timeout=300)
+        if check and r.returncode:
+            raise AssertionError(f"podman {args[:2]} as {USER}: {r.stderr.decode(errors='replace')}")
+        return r
+
     def text(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         r = self.run(*cmd, timeout=timeout)
         return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
@@ -79,13 +86,7 @@ def user(sandbox: Sandbox) -> Iterator[User]:
 
 
 def test_blog_as_user_units(user: User) -> None:
-    def upodman(*args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        r = user.run("podman", *args, input=input, timeout=300)
-        if check and r.returncode:
-            raise AssertionError(f"podman {args[:2]} as {USER}: {r.stderr.decode(errors='replace')}")
-        return r
-
-    ensure_image(upodman, BLOG_IMAGE)
+    ensure_image(user.podman, BLOG_IMAGE)
     res = user.text(PODVISOR, "install", "--user", str(REPO / "units" / "blog" / "blog.yaml"), timeout=300)
     assert res.returncode == 0, res.stderr
     assert "linger is off" not in res.stderr  # it is on
@@ -194,12 +195,9 @@ def test_root_and_user_pods_of_one_name_never_meet(user: User) -> None:
     def as_user(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return user.text(PODVISOR, *args, timeout=timeout)
 
-    def upodman(*a: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return _checked(user.run("podman", *a, input=input, timeout=300), check)
-
     for image in (BLOG_IMAGE, BUSYBOX_IMAGE):
         ensure_image(sb.podman, image)
-        ensure_image(upodman, image)
+        ensure_image(user.podman, image)
     sh(sb, f"{root_pv} install {shlex.quote(str(REPO / 'units' / 'blog' / 'blog.yaml'))} && "
            "systemctl start pod-blog.service", timeout=300)
     # the user's copy publishes 8090 (root's has 8080): everything else is the same
@@ -273,7 +271,47 @@ def test_root_and_user_pods_of_one_name_never_meet(user: User) -> None:
     assert sh(sb, "podman ps -aq").stdout == "" and user.text("podman", "ps", "-aq").stdout == ""
 
 
-def _checked(r: subprocess.CompletedProcess[bytes], check: bool) -> subprocess.CompletedProcess[bytes]:
-    if check and r.returncode:
-        raise AssertionError(f"podman as {USER}: {r.stderr.decode(errors='replace')}")
-    return r
+def test_user_generator(user: User) -> None:
+    """`install-generator --user` (root's: systemd reads user generators from /etc only): each
+    user's ~/.config/containers/systemd/ becomes its units at `systemctl --user daemon-reload`."""
+    sb = user.sb
+    res = user.text(PODVISOR, "install-generator", "--user")
+    assert res.returncode == 1 and "run it as root" in res.stderr, res.stderr
+    out = sh(sb, shlex.join([PODVISOR, "install-generator", "--user"])).stdout
+    assert "wrote /etc/systemd/user-generators/podvisor-user-generator" in out, out
+    generated = f"/run/user/{user.uid}/systemd/generator"
+    try:
+        ensure_image(user.podman, BLOG_IMAGE)
+        definitions = f"/home/{USER}/.config/containers/systemd"
+        assert user.text("mkdir", "-p", definitions).returncode == 0
+        sh(sb, f"cat > {definitions}/blog.yaml && chown {USER} {definitions}/blog.yaml",
+           input=(REPO / "units" / "blog" / "blog.yaml").read_text())
+        assert user.text("systemctl", "--user", "daemon-reload").returncode == 0
+        props = _user_show(user, "pod-blog.service", "FragmentPath", "SourcePath", "UnitFileState")
+        assert props == {"FragmentPath": f"{generated}/pod-blog.service", "SourcePath": f"{definitions}/blog.yaml",
+                         "UnitFileState": "generated"}, props
+        assert user.text("test", "-L", f"{generated}/default.target.wants/pod-blog.service").returncode == 0
+        conf = user.text("cat", f"{generated}/podvisor/containers.conf").stdout
+        assert "podvisor-conmon" in conf, conf
+        assert sh(sb, "test -e /run/systemd/generator/pod-blog.service", check=False).returncode != 0  # not root's
+
+        res = user.text("systemctl", "--user", "start", "pod-blog.service", timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert user.text("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/").returncode == 0
+        (pod,) = _pv_json(lambda *a: user.text(PODVISOR, *a), "ps", "--user")["pods"]
+        assert pod["pod"] == "blog" and pod["ready"], pod
+        for c in pod["containers"]:
+            status = sh(sb, f"stat -c %u /proc/{int(c['main_pid'])}; cat /proc/{int(c['main_pid'])}/comm").stdout
+            assert status.split() == [str(user.uid), "podvisor-conmon"], status
+
+        # the definition gone: so are its units, at the next daemon-reload
+        assert user.text("systemctl", "--user", "stop", "pod-blog.service", timeout=300).returncode == 0
+        assert user.text("rm", f"{definitions}/blog.yaml").returncode == 0
+        assert user.text("systemctl", "--user", "daemon-reload").returncode == 0
+        assert _user_show(user, "pod-blog.service", "LoadState") == {"LoadState": "not-found"}
+        assert user.text("podman", "ps", "-aq").stdout == ""
+    finally:
+        user.text("systemctl", "--user", "stop", "pod-blog.service", timeout=300)
+        sh(sb, "rm -f /etc/systemd/user-generators/podvisor-user-generator")
+        if "wrote /etc/podvisor/generator.toml" in out:
+            sh(sb, "rm -f /etc/podvisor/generator.toml")
