@@ -86,18 +86,29 @@ def user(sandbox: Sandbox) -> Iterator[User]:
 
 
 def test_blog_as_user_units(user: User) -> None:
+    """The issue's "done when", as one unprivileged user with linger on, under real systemd."""
+    sb = user.sb
     ensure_image(user.podman, BLOG_IMAGE)
     res = user.text(PODVISOR, "install", "--user", str(REPO / "units" / "blog" / "blog.yaml"), timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "linger is off" not in res.stderr  # it is on
+    assert "linger is off" not in res.stderr  # it is on (test_install_warns_when_linger_is_off)
     assert f"wrote /home/{USER}/.config/systemd/user" not in res.stdout  # names are listed bare
     assert "start it with: systemctl --user start pod-blog.service" in res.stdout
+    assert _user_show(user, "pod-blog.service", "FragmentPath", "UnitFileState") == {
+        "FragmentPath": f"/home/{USER}/.config/systemd/user/pod-blog.service", "UnitFileState": "disabled"}
 
+    # start returns once both readiness probes passed: the blog is served through the proxy now
     res = user.text("systemctl", "--user", "start", "pod-blog.service", timeout=300)
     assert res.returncode == 0, res.stderr + user.text("systemctl", "--user", "status", "pod-blog@*",
                                                        "--no-pager").stdout
-    page = user.text("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/")
-    assert page.returncode == 0 and "<html" in page.stdout.lower(), page.stderr
+    page = user.text("curl", "-sS", "-i", "--max-time", "10", "http://127.0.0.1:8080/")
+    assert page.returncode == 0, page.stderr
+    assert "X-Served-By: podvisor-blog-proxy" in page.stdout and "Hello from the podvisor blog" in page.stdout
+    for c in ("web", "proxy"):
+        props = _user_show(user, f"pod-blog@{c}.service", "ActiveState", "StatusText")
+        assert props["ActiveState"] == "active" and props["StatusText"].startswith("ready"), props
+    # the published port goes through podman's rootless network (slirp4netns, rootlessport)
+    assert "slirp4netns" in _forwarders(sb, user.uid) or "rootlessport" in _forwarders(sb, user.uid)
 
     res = user.text(PODVISOR, "ps", "--user", "--json", "--cpu-interval=0")
     assert res.returncode == 0, res.stderr
@@ -106,19 +117,21 @@ def test_blog_as_user_units(user: User) -> None:
     (pod,) = data["pods"]
     assert pod["pod"] == "blog" and pod["ready"] and pod["containers_ready"] == 2
     assert {c["name"]: c["podman"]["state"] for c in pod["containers"]} == {"proxy": "running", "web": "running"}
-    assert "8080" in json.dumps(pod["ports"])
+    assert [p["host_port"] for p in pod["ports"]] == [8080]
     for c in pod["containers"]:
-        pid = c["main_pid"]
-        status = sh(user.sb, f"cat /proc/{pid}/status; tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
-        assert "supervisor.monitor" in status or "podvisor-conmon" in status, status
-        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        pid = int(c["main_pid"])
+        assert pid == int(_user_show(user, c["unit"], "MainPID")["MainPID"])
+        info = sh(sb, f"cat /proc/{pid}/status; tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
+        assert "\nName:\tpodvisor-conmon\n" in "\n" + info and "podvisor-conmon --api-version 1 " in info, info
+        uids = next(line for line in info.splitlines() if line.startswith("Uid:")).split()[1:]
         assert uids == [str(user.uid)] * 4
+    table = user.text(PODVISOR, "ps", "--user", "--cpu-interval=0").stdout
+    assert all(str(c["main_pid"]) in table for c in pod["containers"]), table
 
     res = user.text(PODVISOR, "status", "--user", "blog")
     assert res.returncode == 0 and "pod-blog@web.service" in res.stdout, res.stdout + res.stderr
-
     res = user.text(PODVISOR, "logs", "--user", "blog", "proxy")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0 and '"GET / HTTP/1.0" 200' in res.stdout, res.stdout + res.stderr
     res = user.text(PODVISOR, "stop", "--user", "-q", "blog", timeout=300)
     assert res.returncode == 0, res.stderr
     assert user.text("systemctl", "--user", "is-active", "pod-blog@web.service").stdout == "inactive\n"
@@ -126,11 +139,34 @@ def test_blog_as_user_units(user: User) -> None:
     assert res.returncode == 0, res.stderr
     assert user.text("curl", "-sS", "--max-time", "10", "http://127.0.0.1:8080/").returncode == 0
 
+    # uninstall: no unit, file, container, pod, monitor, run-time file or listener left
     res = user.text(PODVISOR, "uninstall", "--user", "blog", timeout=300)
     assert res.returncode == 0, res.stderr
     assert user.text("sh", "-c", "ls -A ~/.config/systemd/user").stdout == ""
+    assert user.text("systemctl", "--user", "list-units", "--all", "--plain", "--no-legend", "pod-blog*").stdout == ""
     assert user.text("podman", "ps", "--all", "--quiet").stdout == ""
     assert user.text("podman", "pod", "ps", "--quiet").stdout == ""
+    assert sh(sb, f"pgrep -u {user.uid} -f podvisor-conmon || true").stdout == ""
+    assert user.text("sh", "-c", f"ls -A /run/user/{user.uid} | grep pod-blog || true").stdout == ""
+    assert sh(sb, "ss -ltnH 'sport = :8080'").stdout.strip() == ""
+
+
+def test_install_warns_when_linger_is_off(user: User) -> None:
+    """Without linger the user manager lives only as long as the user's sessions: install says so
+    (the units are written all the same)."""
+    run = f"/run/user/{user.uid}"
+    # linger off stops the user manager and removes its runtime dir; a login session would have one
+    sh(user.sb, f"loginctl disable-linger {USER}; for i in $(seq 100); do test -e {run}/bus || break; sleep 0.1; done; "
+                f"install -d -m 0700 -o {USER} {run}")
+    try:
+        res = user.text(PODVISOR, "install", "--user", "--no-reload", "--no-host-checks",
+                        str(REPO / "units" / "blog" / "blog.yaml"), timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert (f"podvisor: warning: linger is off for user {USER}: its pods stop when the last session ends and "
+                f"do not start at boot; keep them running with `loginctl enable-linger {USER}`") in res.stderr
+        assert user.text("test", "-e", f"/home/{USER}/.config/systemd/user/pod-blog.service").returncode == 0
+    finally:
+        sh(user.sb, f"rm -rf /home/{USER}/.config/systemd/user/pod-blog* {run}; loginctl enable-linger {USER}")
 
 
 def _user_show(user: User, unit: str, *props: str) -> dict[str, str]:
@@ -315,3 +351,43 @@ def test_user_generator(user: User) -> None:
         sh(sb, "rm -f /etc/systemd/user-generators/podvisor-user-generator")
         if "wrote /etc/podvisor/generator.toml" in out:
             sh(sb, "rm -f /etc/podvisor/generator.toml")
+
+
+def _forwarders(sb: Sandbox, uid: int) -> list[str]:
+    """The user's rootless network helpers: slirp4netns (the pod's network) and rootlessport
+    (a published port's forwarder)."""
+    out = sh(sb, f"pgrep -u {uid} -l -x 'slirp4netns|rootlessport|rootlessport-ch' || true").stdout
+    return sorted(line.split()[1] for line in out.splitlines())
+
+
+def test_socket_activated_user_pod_needs_no_port_forwarding(user: User) -> None:
+    """units/blog-sockets as user units: the user manager listens on 8080 and passes the socket
+    to the proxy, whose pod has no network: no slirp4netns, no rootlessport, yet it serves."""
+    sb = user.sb
+    ensure_image(user.podman, BLOG_IMAGE)
+    res = user.text(PODVISOR, "install", "--user", str(REPO / "units" / "blog-sockets" / "blog.yaml"), timeout=300)
+    assert res.returncode == 0, res.stderr
+    try:
+        assert "pod-blog-sockets.target is enabled and started" in res.stdout, res.stdout
+        assert user.text("podman", "ps", "-aq").stdout == ""  # armed: nothing runs yet
+        manager = int(sh(sb, f"systemctl show -p MainPID --value user@{user.uid}.service").stdout)
+        listening = sh(sb, "ss -ltnpH 'sport = :8080'").stdout
+        assert f"pid={manager}," in listening, (manager, listening)  # the user's systemd holds the port
+
+        page = user.text("curl", "-sS", "--max-time", "30", "http://127.0.0.1:8080/", timeout=120)
+        assert page.returncode == 0 and "Hello from the podvisor blog" in page.stdout, page.stderr
+        for unit in ("pod-blog.service", "pod-blog@web.service", "pod-blog@proxy.service"):
+            assert _user_show(user, unit, "ActiveState") == {"ActiveState": "active"}, unit
+        infra = json.loads(user.text("podman", "pod", "inspect", "blog").stdout)["InfraConfig"]
+        assert infra["PortBindings"] == {} and not infra["Networks"], infra
+        assert _forwarders(sb, user.uid) == []
+        # the proxy's fd 3 is the very socket the user manager listens on
+        proxy = user.text("podman", "inspect", "-f", "{{.State.Pid}}", "blog.proxy").stdout.strip()
+        inode = sh(sb, f"readlink /proc/{int(proxy)}/fd/3").stdout.strip()
+        assert inode.startswith("socket:[") and inode[8:-1] in sh(sb, "ss -ltneH 'sport = :8080'").stdout, inode
+    finally:
+        res = user.text(PODVISOR, "uninstall", "--user", "blog", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert sh(sb, "ss -ltnH 'sport = :8080'").stdout.strip() == ""
+    assert user.text("sh", "-c", "ls -A ~/.config/systemd/user").stdout == ""
+    assert user.text("podman", "ps", "-aq").stdout == ""
