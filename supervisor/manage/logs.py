@@ -199,7 +199,7 @@ class K8sFileReader:
                 pass
             self.buf = b""
         try:
-            self.f = open(path, "rb")
+            self.f = open(path, "rb")  # noqa: SIM115 - kept open to follow; close() closes it
             self.ino = os.fstat(self.f.fileno()).st_ino
             yield from self._records(self.f.read())
         except OSError:
@@ -216,7 +216,7 @@ class K8sFileReader:
         if self.f is None or st.st_ino != self.ino or st.st_size < self.f.tell():
             if self.f is not None:
                 self.f.close()
-            self.f, self.buf = open(self.target.path, "rb"), b""
+            self.f, self.buf = open(self.target.path, "rb"), b""  # noqa: SIM115 - as in backlog()
             self.ino = st.st_ino
             yield from self._records(self.f.read())
 

@@ -27,7 +27,8 @@ def test_k8s_time_reads_nanoseconds_and_offsets() -> None:
 def test_k8s_file_with_rotation_and_partials(tmp_path: Path) -> None:
     path = tmp_path / "ctr.log"
     (tmp_path / "ctr.log.2").write_text(_rec("01.000000001", "stdout", "F", "oldest"))
-    (tmp_path / "ctr.log.1").write_text(_rec("02.000000000", "stderr", "P", "half ") + _rec("02.100", "stderr", "F", "done"))
+    (tmp_path / "ctr.log.1").write_text(_rec("02.000000000", "stderr", "P", "half ")
+                                        + _rec("02.100", "stderr", "F", "done"))
     path.write_text(_rec("03.000000000", "stdout", "F", "current") + _rec("03.5", "stdout", "F", "") +
                     _rec("04.0", "stdout", "F", "torn"))
     reader = K8sFileReader(Target("web", "blog.web", "pod-blog@web.service", "k8s-file", str(path)))
