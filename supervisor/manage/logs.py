@@ -74,8 +74,8 @@ def targets(sd: Systemd, pod: str, wanted: list[str]) -> list[Target]:
 
 
 def _add_drivers(sd: Systemd, ts: list[Target]) -> None:
-    if os.geteuid() != 0 or not ts:
-        return  # non-root podman sees other containers; the journal is the fallback
+    if not ts or (os.geteuid() != 0 and not ts[0].user):
+        return  # non-root podman sees other containers (a user's own are its own); the journal is the fallback
     cmd = PodmanCommand.from_unit(sd.unit(ts[0].unit))
     try:
         existing = containers(cmd)

@@ -391,3 +391,27 @@ def test_socket_activated_user_pod_needs_no_port_forwarding(user: User) -> None:
     assert sh(sb, "ss -ltnH 'sport = :8080'").stdout.strip() == ""
     assert user.text("sh", "-c", "ls -A ~/.config/systemd/user").stdout == ""
     assert user.text("podman", "ps", "-aq").stdout == ""
+
+
+def test_user_logs_from_a_k8s_file(user: User) -> None:
+    """`logs --user` asks the user's own podman where a container logs: a k8s-file is read too."""
+    ensure_image(user.podman, BUSYBOX_IMAGE)
+    definition = f"/home/{USER}/kf.container"
+    sh(user.sb, f"cat > {definition} && chown {USER} {definition}", input=(
+        f"[Container]\nImage={BUSYBOX_IMAGE}\nLogDriver=k8s-file\n"
+        "Exec=sh -c 'i=0; trap \"exit 0\" TERM; while true; do echo \"out $i\"; echo \"err $i\" >&2; "
+        "i=$((i+1)); sleep 0.3; done'\n"))
+    assert user.text(PODVISOR, "install", "--user", definition, timeout=300).returncode == 0
+    try:
+        assert user.text("systemctl", "--user", "start", "pod-kf.service", timeout=300).returncode == 0
+        path = user.text("podman", "inspect", "-f", "{{.HostConfig.LogConfig.Path}}", "kf.kf").stdout.strip()
+        assert path.startswith(f"/home/{USER}/"), path
+        deadline = time.monotonic() + 30
+        while len(lines := user.text(PODVISOR, "logs", "--user", "kf", "--json").stdout.splitlines()) < 2:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.3)
+        first = [json.loads(x) for x in lines[:2]]
+        assert [(x["stream"], x["message"]) for x in first] == [("stdout", "out 0"), ("stderr", "err 0")], first
+        assert sh(user.sb, "journalctl CONTAINER_NAME=kf.kf -o cat --no-pager").stdout == ""  # not in the journal
+    finally:
+        user.text(PODVISOR, "uninstall", "--user", "kf", timeout=300)
