@@ -415,3 +415,53 @@ def test_user_logs_from_a_k8s_file(user: User) -> None:
         assert sh(user.sb, "journalctl CONTAINER_NAME=kf.kf -o cat --no-pager").stdout == ""  # not in the journal
     finally:
         user.text(PODVISOR, "uninstall", "--user", "kf", timeout=300)
+
+
+def test_readiness_modes_as_user_units(user: User, sd_notify_tool: Path) -> None:
+    """The three readiness modes, rootless: `conmon` (started), `container` (the app's READY=1,
+    proxied by podvisor-conmon from inside podman's user namespace to the user manager) and
+    `healthy` (an exec probe): `systemctl --user start` returns only after the latest of them."""
+    ensure_image(user.podman, BUSYBOX_IMAGE)
+    definition = f"/home/{USER}/modes.yaml"
+    idle = 'trap "exit 0" TERM; sleep 1000 & wait'
+    sh(user.sb, f"cat > {definition} && chown {USER} {definition}", input=f"""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: modes
+  annotations:
+    podvisor.io/readiness.started: conmon
+    podvisor.io/readiness.app: container
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+    - name: started
+      image: {BUSYBOX_IMAGE}
+      command: [sh, -c, '{idle}']
+    - name: app
+      image: {BUSYBOX_IMAGE}
+      command: [sh, -c, 'sleep 3; /n READY=1 STATUS=warmed-up; {idle}']
+      volumeMounts: [{{name: tool, mountPath: /n, readOnly: true}}]
+    - name: probed
+      image: {BUSYBOX_IMAGE}
+      command: [sh, -c, 'sleep 2; touch /ready; {idle}']
+      readinessProbe: {{exec: {{command: [test, -e, /ready]}}, periodSeconds: 1}}
+  volumes:
+    - {{name: tool, hostPath: {{path: {sd_notify_tool}, type: File}}}}
+""")
+    assert user.text(PODVISOR, "install", "--user", definition, timeout=300).returncode == 0
+    try:
+        t0 = time.monotonic()
+        res = user.text("systemctl", "--user", "start", "pod-modes.service", timeout=300)
+        took = time.monotonic() - t0
+        assert res.returncode == 0, res.stderr
+        assert took >= 3.0, f"the start returned after {took:.2f}s, before the app's READY=1"
+        assert _user_show(user, "pod-modes@app.service", "StatusText")["StatusText"] == "warmed-up"
+        assert _user_show(user, "pod-modes@probed.service", "StatusText")["StatusText"].startswith("ready")
+        app = int(_user_show(user, "pod-modes@app.service", "MainPID")["MainPID"])
+        assert sh(user.sb, f"cat /proc/{app}/comm; stat -c %u /proc/{app}").stdout.split() == \
+            ["podvisor-conmon", str(user.uid)]
+        (pod,) = _pv_json(lambda *a: user.text(PODVISOR, *a), "ps", "--user", "modes")["pods"]
+        assert pod["ready"] and pod["containers_ready"] == 3, pod
+    finally:
+        user.text(PODVISOR, "uninstall", "--user", "modes", timeout=300)
