@@ -169,6 +169,20 @@ def test_install_warns_when_linger_is_off(user: User) -> None:
         sh(user.sb, f"rm -rf /home/{USER}/.config/systemd/user/pod-blog* {run}; loginctl enable-linger {USER}")
 
 
+def _tree_pids(frame: dict[str, Any]) -> set[int]:
+    """Every pid of a `podvisor top --json` frame."""
+    out: set[int] = set()
+
+    def walk(p: dict[str, Any]) -> None:
+        out.add(int(p["pid"]))
+        for child in p["children"]:
+            walk(child)
+    for c in frame["containers"]:
+        for p in c["processes"]:
+            walk(p)
+    return out
+
+
 def _user_show(user: User, unit: str, *props: str) -> dict[str, str]:
     out = user.text("systemctl", "--user", "show", unit, *(f"-p{p}" for p in props)).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -260,6 +274,20 @@ def test_root_and_user_pods_of_one_name_never_meet(user: User) -> None:
             assert [p["host_port"] for p in pod["ports"]] == [port], pod["ports"]
             for c in pod["containers"]:
                 assert sh(sb, f"stat -c %u /proc/{int(c['main_pid'])}").stdout.strip() == str(uid)
+
+        # top: each side's process trees are its own processes (the user's run as its uid, or as
+        # ids of its subuid range inside the container)
+        start, count = sh(sb, f"grep '^{USER}:' /etc/subuid").stdout.strip().split(":")[1:]
+        mine_ok = {str(user.uid), *map(str, range(int(start), int(start) + int(count)))}
+        seen: list[set[int]] = []
+        for frame, mine in ((_pv_json(as_user, "top", "--user", "blog"), True),
+                            (_pv_json(as_root, "top", "blog"), False)):
+            pids = _tree_pids(frame)
+            assert len(pids) >= 6, frame  # three monitors, nginx masters and workers
+            uids = set(sh(sb, "stat -c %u " + " ".join(f"/proc/{p}" for p in pids)).stdout.split())
+            assert (uids <= mine_ok) if mine else not (uids & mine_ok), (uids, frame)
+            seen.append(pids)
+        assert not seen[0] & seen[1]
 
         # a restarting container's failures (from the journal): root's a, the user's b, each its own
         sh(sb, "mkdir -p /srv/pvt-user && cat > /srv/pvt-user/flaky.yaml", input=_flaky("a"))
