@@ -90,6 +90,23 @@ def _load_settings(args: argparse.Namespace) -> Any:
         raise _error(str(e)) from None
 
 
+def _add_install_generator(subparsers: Any) -> None:
+    ig = subparsers.add_parser("install-generator",
+                               help="install the systemd generator for /etc/containers/systemd/",
+                               description="Write a systemd generator script that turns pod definitions in "
+                                           "/etc/containers/systemd/ into units at every daemon-reload. With "
+                                           "--user (as root), the user generator: every user's "
+                                           "~/.config/containers/systemd/ and /etc/containers/systemd/users/ "
+                                           "become that user's units, as with Quadlet.")
+    ig.add_argument("--path", type=Path, default=None,
+                    help=f"default: {GENERATOR_SCRIPT}; with --user {USER_GENERATOR_SCRIPT}")
+    ig.add_argument("--user", action="store_true",
+                    help="the user generator (systemd --user runs it as each user); needs root, like any "
+                         "file in /etc/systemd/user-generators/")
+    _settings_options(ig)
+    ig.set_defaults(handler=_install_generator)
+
+
 def register(subparsers: Any) -> None:
     gen = subparsers.add_parser(
         "generate", help="write the systemd units of a pod definition to a directory",
@@ -131,20 +148,7 @@ def register(subparsers: Any) -> None:
     _user_option(un)
     un.set_defaults(handler=_uninstall)
 
-    ig = subparsers.add_parser("install-generator",
-                               help="install the systemd generator for /etc/containers/systemd/",
-                               description="Write a systemd generator script that turns pod definitions in "
-                                           "/etc/containers/systemd/ into units at every daemon-reload. With "
-                                           "--user (as root), the user generator: every user's "
-                                           "~/.config/containers/systemd/ and /etc/containers/systemd/users/ "
-                                           "become that user's units, as with Quadlet.")
-    ig.add_argument("--path", type=Path, default=None,
-                    help=f"default: {GENERATOR_SCRIPT}; with --user {USER_GENERATOR_SCRIPT}")
-    ig.add_argument("--user", action="store_true",
-                    help="the user generator (systemd --user runs it as each user); needs root, like any "
-                         "file in /etc/systemd/user-generators/")
-    _settings_options(ig)
-    ig.set_defaults(handler=_install_generator)
+    _add_install_generator(subparsers)
 
     probe = subparsers.add_parser("ready-probe", help="(used by units) run a container, then its readiness "
                                                       "probe, and tell systemd when it is ready")
