@@ -2,7 +2,7 @@
 """podvisor-conmon vs /usr/bin/conmon 2.1.6, side by side in one run, through real podman.
 
 Both monitors share one private podman store (the busybox image is imported once); each has its
-own containers.conf (`conmon_path`) from supervisor.testenv.make_env. Every measurement alternates
+own containers.conf (`conmon_path`) from supervisor.lab.testenv.make_env. Every measurement alternates
 between the two monitors, so load from other work on the machine hits both alike; the order
 within each pair flips every round (c,p, p,c, c,p …) so neither always profits from the other's
 warm caches.
@@ -59,7 +59,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout: the interpreter need not have podvisor installed
-from supervisor.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
+os.environ.setdefault("PODVISOR_CHECKOUT", str(REPO))  # the lab's checkout (supervisor/lab/checkout.py)
+from supervisor.lab.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
 
 CONMON = "/usr/bin/conmon"
 NAMES = ("conmon", "podvisor")

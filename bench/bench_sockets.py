@@ -30,9 +30,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("PODVISOR_CHECKOUT", str(REPO))  # the lab's checkout (supervisor/lab/checkout.py)
 
-from supervisor.images import BLOG_IMAGE, ensure_image  # noqa: E402
-from supervisor.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from supervisor.lab.images import BLOG_IMAGE, ensure_image  # noqa: E402
+from supervisor.lab.sandbox import Sandbox, SandboxConfig  # noqa: E402
 
 CONMON = "/usr/bin/conmon"
 CLIENT = r"""

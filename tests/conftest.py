@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
+
+# the lab finds units/blog and the git tree here (supervisor/lab/checkout.py); subprocesses inherit it
+os.environ.setdefault("PODVISOR_CHECKOUT", str(Path(__file__).resolve().parents[1]))
 
 CONMON = "/usr/bin/conmon"
 # Time limits and waits are multiplied by PODVISOR_TEST_TIME_SCALE (default 1): the check VM runs

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import (
+from supervisor.lab.sandbox import (
     Bind,
     Sandbox,
     SandboxConfig,

@@ -4,13 +4,13 @@ written; the unit files of all pods of the file are committed together (writer.c
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor import pods
+from supervisor.errors import UserError
 from supervisor.pods.model import DefinitionError, Diagnostic
 
 from . import containers_conf, naming, pipeline, writer
@@ -21,10 +21,9 @@ if TYPE_CHECKING:
 
 UNIT_DIR = Path("/etc/systemd/system")
 CONF_MARKER = "# Written by `podvisor install`"
-log = logging.getLogger(__name__)
 
 
-class InstallError(Exception):
+class InstallError(UserError):
     pass
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import pods
+from supervisor.errors import UserError
 from supervisor.pods.model import DefinitionError, Diagnostic, Pod
 
 from . import naming
@@ -13,7 +14,7 @@ from .render import RenderedUnit, RenderError, render_pod
 from .settings import Settings
 
 
-class GenerateError(Exception):
+class GenerateError(UserError):
     """One clear message for humans; nothing has been written."""
 
 

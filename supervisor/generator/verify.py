@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.errors import UserError
+
 from .render import RenderedUnit
 
 
-class VerifyUnavailable(RuntimeError):
-    pass
+class VerifyUnavailable(UserError):
+    """systemd-analyze is missing, or failed to run (OSError, time-out)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.sandbox import Bind, Sandbox, SandboxConfig
+from supervisor.lab.sandbox import Bind, Sandbox, SandboxConfig
 
 from ..unit.test_generator_escape import HOSTILE
 from ..unit.test_generator_property import words
@@ -48,7 +48,7 @@ def gen() -> Iterator[GeneratorSandbox]:
     sb.start()
     try:
         g = GeneratorSandbox(sb, workdir)
-        from supervisor.images import ensure_image
+        from supervisor.lab.images import ensure_image
 
         ensure_image(sb.podman, IMAGE)
         subprocess.run(["gcc", "-static", "-O2", "-o", str(workdir / "sd-notify"), str(TOOLS / "sd-notify.c")],

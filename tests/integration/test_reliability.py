@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv, unmount_under
+from supervisor.lab.testenv import PodmanEnv, unmount_under
 
 from .helpers import K8S_RECORD, assert_monitored, pid_alive, wait_until
 

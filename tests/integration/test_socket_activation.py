@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, wait_until
 
 TOOL_SOURCE = Path(__file__).resolve().parents[1] / "tools" / "listen-serve.c"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.images import BUSYBOX_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox, SandboxConfig
+from supervisor.lab.images import BUSYBOX_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox, SandboxConfig
 
 from ..conftest import TIME_SCALE
 

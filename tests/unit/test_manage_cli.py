@@ -12,7 +12,6 @@ import pytest
 
 from supervisor import systemd as bus
 from supervisor.manage import command
-from supervisor.manage.errors import ManageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +48,7 @@ def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
 
 def test_connect_refuses_without_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bus, "booted", lambda: False)
-    with pytest.raises(ManageError, match="systemd is not running as PID 1"):
+    with pytest.raises(bus.SystemdError, match="systemd is not running as PID 1"):
         bus.Systemd.connect()
 
 

@@ -157,11 +157,6 @@ class RootlessPodmanEnv(PodmanEnv):
         kw.setdefault("cwd", self.user.home)
         return super().run(*args, **kw)
 
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
-        assert self.user is not None
-        kw.setdefault("cwd", self.user.home)
-        return super().popen(*args, **kw)
-
     def shell_command(self, *args: str) -> str:
         assert self.user is not None
         env = [f"{k}={v}" for k, v in self.environ().items()]

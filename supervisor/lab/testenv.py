@@ -78,11 +78,6 @@ class PodmanEnv:
             raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         return proc
 
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
-        """Start podman in the background (e.g. `logs -f`); the caller waits for it."""
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen(self.argv(*args), env=kw.pop("env", None) or self.environ(), **kw)
-
     def inspect(self, name: str, fmt: str) -> str:
         """`podman inspect --format FMT NAME`, stripped."""
         return str(self.run("inspect", "--format", fmt, name).stdout).strip()

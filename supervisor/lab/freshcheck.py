@@ -2,7 +2,7 @@
 where nothing was installed by hand, with systemd as PID 1.
 
 1. rootfs   a fresh Debian rootfs (debootstrap minbase + systemd-sysv from Debian's registry;
-            supervisor.rootfs caches it as a tarball, rebuilt when older than a week), unpacked
+            supervisor.lab.rootfs caches it as a tarball, rebuilt when older than a week), unpacked
             into a new directory under /var/tmp.
 2. copy     the committed tree (`git archive HEAD`) to LOCATION inside (default: a path with a
             blank under /root, which is 0700), as a user's clone would be.
@@ -35,10 +35,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import rootfs
+from . import checkout, rootfs
 from .sandbox import EXEC_PATH, Sandbox, SandboxConfig, SandboxError
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LOCATION = "/root/my checkout/podvisor"  # 0700 parent, a blank: the awkward case
 WORK_BASE = Path("/var/tmp")
 CLEAN_ENV = {"PATH": EXEC_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
@@ -129,20 +128,21 @@ class Check:
         self.log.write(f"site CA certificates from {src}: {' '.join(c.name for c in certs) or 'none'}\n")
 
     def copy_tree(self) -> None:
-        if status := subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        repo = str(checkout.root())
+        if status := subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True).stdout.strip():
             self.log.write(f"note: uncommitted changes are not part of the check:\n{status}\n")
             print(f"fresh {self.suite}: note: checking HEAD; uncommitted changes are not in it", flush=True)
         dest = self.root / self.location.lstrip("/")
         dest.mkdir(parents=True)  # root's, like a clone made by root; /root itself stays 0700
-        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"],
+        archive = subprocess.Popen(["git", "-C", repo, "archive", "--format=tar", "HEAD"],
                                    stdout=subprocess.PIPE, stderr=self.log.file)
         assert archive.stdout is not None
         untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, stderr=self.log.file)
         archive.stdout.close()
         if archive.wait() or untar.returncode:
             raise StepFailed(f"git archive HEAD | tar -x failed ({archive.returncode}, {untar.returncode})")
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
         self.log.write(f"HEAD {head} -> {self.location}\n")
 

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "podvisor-sandbox"
@@ -78,7 +80,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")  # also used as machin
 _STATE_ENTRIES = {STATE_FILE, f".{STATE_FILE}.tmp", "nspawn.log", "upper", "root", ".#root.lck"}
 
 
-class SandboxError(RuntimeError):
+class SandboxError(UserError):
     """A sandbox operation failed; the message is meant for humans."""
 
 
