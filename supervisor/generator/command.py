@@ -140,6 +140,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
+    from supervisor.pods import naming
+
     from .install import install
 
     settings = _settings(args)
@@ -160,11 +162,11 @@ def _install(args: argparse.Namespace) -> int:
     for name in report.removed:
         print(f"removed {name}")
     for pod in report.pods:
-        if f"pod-{pod}-sockets.target" in report.armed:
-            print(f"listening: pod-{pod}-sockets.target is enabled and started; the first connection "
-                  f"starts pod-{pod}.service")
+        if naming.sockets_target(pod) in report.armed:
+            print(f"listening: {naming.sockets_target(pod)} is enabled and started; the first connection "
+                  f"starts {naming.pod_unit(pod)}")
         else:
-            print(f"start it with: systemctl{' --user' if args.user else ''} start pod-{pod}.service")
+            print(f"start it with: systemctl{' --user' if args.user else ''} start {naming.pod_unit(pod)}")
     return 0
 
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from supervisor import pods
 from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic
 
-from . import containers_conf, naming, pipeline, writer
+from . import containers_conf, pipeline, writer
 from .settings import DEFAULT_CONTAINERS_CONF, Settings
 
 if TYPE_CHECKING:

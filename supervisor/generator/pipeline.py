@@ -7,9 +7,9 @@ from pathlib import Path
 
 from supervisor import pods
 from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic, Pod
 
-from . import naming
 from .render import RenderedUnit, RenderError, render_pod
 from .settings import Settings
 

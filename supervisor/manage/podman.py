@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-
 from .model import PodmanContainer, PortMapping
 
 TIMEOUT = 30.0

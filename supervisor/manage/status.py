@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import fmt, health, journal, sockets, views

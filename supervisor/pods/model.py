@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from supervisor.errors import UserError
+
 if TYPE_CHECKING:
     from .sockets import Socket
 
@@ -34,7 +36,7 @@ class Loc:
         return Loc(self.source, path, line if line is not None else self.line)
 
 
-class DefinitionError(ValueError):
+class DefinitionError(UserError, ValueError):
     """A pod definition we cannot turn into units; str() names file, path and field."""
 
     def __init__(self, loc: Loc, message: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 from supervisor.generator.pipeline import generate
 from supervisor.generator.render import RenderedUnit, render_pod
 from supervisor.generator.settings import Settings
