@@ -115,10 +115,10 @@ def register(subparsers: Any) -> None:
 
     probe = subparsers.add_parser("ready-probe", help="(used by units) run a container, then its readiness "
                                                       "probe, and tell systemd when it is ready")
-    from . import probe as probe_module  # stdlib only
+    from supervisor.probes import options, ready  # stdlib only
 
-    probe_module.add_arguments(probe)
-    probe.set_defaults(handler=probe_module.main)
+    options.add_arguments(probe)
+    probe.set_defaults(handler=ready.main)
 
 
 def _generate(args: argparse.Namespace) -> int:
