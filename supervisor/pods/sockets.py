@@ -187,28 +187,28 @@ def from_quadlet(path: Path, container: str) -> Socket:
     for s in sections:
         if s.name not in ("Socket", "Unit", "Install") and not s.name.startswith("X-"):
             raise DefinitionError(Loc(source, line=s.line), f"unsupported section [{s.name}] in a .socket file")
-        for e in s.entries:
-            loc = Loc(source, e.key, e.line)
-            if "\x00" in e.value or "\n" in e.value:
+        for entry in s.entries:
+            loc = Loc(source, entry.key, entry.line)
+            if "\x00" in entry.value or "\n" in entry.value:
                 raise DefinitionError(loc, "control characters in the value")
             if s.name == "Unit":
-                if e.key in ("SourcePath", "BindsTo", "PartOf"):
+                if entry.key in ("SourcePath", "BindsTo", "PartOf"):
                     raise DefinitionError(loc, "podvisor sets this key of the socket unit")
-                unit.append((e.key, Verbatim(e.value)))
+                unit.append((entry.key, Verbatim(entry.value)))
             elif s.name == "Install":
-                install.append((e.key, Verbatim(e.value)))
+                install.append((entry.key, Verbatim(entry.value)))
             elif s.name.startswith("X-"):
                 continue
-            elif e.key in LISTEN_KEYS:
-                if not e.value:
+            elif entry.key in LISTEN_KEYS:
+                if not entry.value:
                     raise DefinitionError(loc, "an empty value would reset the list; name an address")
-                if e.value != e.value.strip() or " " in e.value:
-                    raise DefinitionError(loc, f"{e.value!r}: one address per line")
-                listens.append(Listen(e.key, Verbatim(e.value), loc=loc))
-            elif e.key in REFUSED:
-                raise DefinitionError(loc, f"not supported: {REFUSED[e.key]}")
-            elif e.key in SOCKET_OPTIONS:
-                options.append((e.key, Verbatim(e.value)))
+                if entry.value != entry.value.strip() or " " in entry.value:
+                    raise DefinitionError(loc, f"{entry.value!r}: one address per line")
+                listens.append(Listen(entry.key, Verbatim(entry.value), loc=loc))
+            elif entry.key in REFUSED:
+                raise DefinitionError(loc, f"not supported: {REFUSED[entry.key]}")
+            elif entry.key in SOCKET_OPTIONS:
+                options.append((entry.key, Verbatim(entry.value)))
             else:
                 raise DefinitionError(loc, "unknown or unsupported key in [Socket]")
     if not listens:
