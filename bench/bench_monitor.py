@@ -68,8 +68,8 @@ MB = 1_000_000
 TICK = os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36
 
-TARGET_LATENCY = 1.10      # podvisor median ≤ 1.10 × conmon's
-TARGET_THROUGHPUT = 1.5    # podvisor MB/s ≥ 1.5 × conmon's
+TARGET_LATENCY = 1.10      # podvisor median <= 1.10 x conmon's
+TARGET_THROUGHPUT = 1.5    # podvisor MB/s >= 1.5 x conmon's
 
 FULL = dict(runs=30, reps=3, log_mb=200, containers=5, idle_seconds=10.0, warmup=2)
 QUICK = dict(runs=5, reps=1, log_mb=60, containers=2, idle_seconds=3.0, warmup=1)
@@ -472,7 +472,7 @@ class Bench:
         out_mem["ratio_pss"] = out_mem["podvisor"]["pss_kb"] / out_mem["conmon"]["pss_kb"]
         self.results["memory"] = out_mem
         self.results["idle"] = {"seconds": a.idle_seconds, **{
-            n: {"per_monitor": [y - x for x, y in zip(before[n], after[n])],
+            n: {"per_monitor": [y - x for x, y in zip(before[n], after[n], strict=True)],
                 "total": sum(after[n]) - sum(before[n])} for n in NAMES}}
         log(f"memory RSS conmon {out_mem['conmon']['vmrss_kb']:.0f} kB, podvisor "
             f"{out_mem['podvisor']['vmrss_kb']:.0f} kB; idle wake-ups conmon "
@@ -620,7 +620,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
     head = ("metric", "conmon", "podvisor", "ratio", "target", "")
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(6)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     path = "started directly" if args.direct else "forked by the fork server"
     print(f"\npodvisor-conmon ({args.monitor}, {path}) vs conmon 2.1.6 ({CONMON}); "
           "ratio = podvisor/conmon")

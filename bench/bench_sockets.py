@@ -98,7 +98,8 @@ def main() -> int:
                 out = sh(sb, f"{sys.executable} {work}/client.py {opts.warm}")
                 sample = json.loads(out.strip().splitlines()[-1])
                 # the proxy's unit's main process is the monitor under test
-                used = sh(sb, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value pod-blog@proxy.service)/cmdline")
+                used = sh(sb, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value "
+                              "pod-blog@proxy.service)/cmdline")
                 if ("supervisor.monitor" in used) != (key == "podvisor"):
                     raise SystemExit(f"{key}: the proxy's monitor is {used[:120]!r}")
                 # where the cold time went, by systemd's clock: from the start of the pod's start

@@ -68,5 +68,5 @@ def verify(units: Iterable[RenderedUnit], timeout: float = 300, *, user: bool = 
                 continue
             (ours if d in line or any(n in line for n in names) else other).append(line.replace(d + "/", ""))
         if res.returncode != 0 and not ours:
-            ours = [f"systemd-analyze verify exited {res.returncode}"] + other
+            ours = [f"systemd-analyze verify exited {res.returncode}", *other]
         return VerifyResult(not ours, tuple(ours), tuple(other))

@@ -78,7 +78,8 @@ def blog(where: Host) -> None:
     say(f"building {BLOG_IMAGE} from this host's Debian packages (no registry)")
     ensure_image(where.podman, BLOG_IMAGE)
     say("podvisor install units/blog/blog.yaml")
-    out = where.run([podvisor, "install", str(checkout.path("units", "blog", "blog.yaml"))])  # the sandbox binds the checkout in
+    # the sandbox binds the checkout in
+    out = where.run([podvisor, "install", str(checkout.path("units", "blog", "blog.yaml"))])
     print(out.stdout + out.stderr, end="")
     say(f"systemctl start {POD_UNIT} (returns when every container's readiness probe passes)")
     t0 = time.monotonic()

@@ -56,7 +56,7 @@ class Log:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
         # O_APPEND: debootstrap writes to the same file through its own descriptor
-        self.file = open(path, "ab")  # noqa: SIM115 - open for the whole check
+        self.file = open(path, "ab")
         self.step_start = 0
 
     def begin(self, step: str) -> None:
@@ -248,8 +248,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/check-fresh.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="bookworm", help="Debian suite of the fresh machine (default: bookworm)")
-    ap.add_argument("--location", default=DEFAULT_LOCATION, help=f"the checkout's path inside (default: {DEFAULT_LOCATION!r})")
-    ap.add_argument("--cold", action="store_true", help="rebuild the rootfs tarball and empty the download caches first")
+    ap.add_argument("--location", default=DEFAULT_LOCATION,
+                    help=f"the checkout's path inside (default: {DEFAULT_LOCATION!r})")
+    ap.add_argument("--cold", action="store_true",
+                    help="rebuild the rootfs tarball and empty the download caches first")
     ap.add_argument("--keep", action="store_true", help="leave the booted machine running for a look around")
     ap.add_argument("--log", type=Path, help="the whole log (default: /var/tmp/podvisor-rootfs/check-fresh-SUITE.log)")
     args = ap.parse_args(argv)

@@ -50,7 +50,8 @@ class TestUser:
         In a mount namespace of its own whose mounts propagate as on a machine booted by
         systemd (here "/" is private: rootless podman warns about it on every call, and
         tests compare stderr)."""
-        return ["unshare", "--mount", "--propagation", "shared", "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
+        return ["unshare", "--mount", "--propagation", "shared",
+                "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
 
     def environ(self) -> dict[str, str]:
         """A login-like environment of this user (nothing of the caller's but PATH and TERM)."""

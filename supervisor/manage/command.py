@@ -100,7 +100,8 @@ def _add_views(subparsers: Any) -> None:
     lg.add_argument("containers", nargs="*", default=[], metavar="CONTAINER",
                     help="only these containers (default: all of the pod's)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("--since", type=_since, metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
+    lg.add_argument("--since", type=_since, metavar="TIME",
+                    help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
     lg.add_argument("-n", "--tail", type=_count, default=None, metavar="N", help="only the last N lines")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
     _user_option(lg)
@@ -109,7 +110,8 @@ def _add_views(subparsers: Any) -> None:
     top = subparsers.add_parser("top", help="each container's process tree with CPU and memory, refreshed",
                                 description="Show the process tree of every container of POD with CPU and memory.")
     top.add_argument("pod", metavar="POD")
-    top.add_argument("-d", "--delay", type=_positive, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
+    top.add_argument("-d", "--delay", type=_positive, default=2.0, metavar="SECONDS",
+                     help="refresh interval (default 2)")
     top.add_argument("-n", "--iterations", type=_count, default=None, metavar="N",
                      help="stop after N frames (default: until Ctrl-C on a terminal, else 1)")
     top.add_argument("--json", action="store_true", help="one JSON object per frame")
@@ -196,7 +198,8 @@ def _log_formatter(args: argparse.Namespace, names: list[str]) -> Callable[[Any]
     def as_text(line: Any) -> str:
         stamp = datetime.fromtimestamp(line.time).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         sep = {"stderr": pal("|", "red"), "monitor": pal("!", "yellow")}.get(line.stream, "|")
-        return f"{pal(stamp, 'dim')} {pal(line.container.ljust(width), colours.get(line.container, ''))} {sep} {line.text}"
+        name = pal(line.container.ljust(width), colours.get(line.container, ""))
+        return f"{pal(stamp, 'dim')} {name} {sep} {line.text}"
     return as_text
 
 

@@ -144,7 +144,8 @@ def report(pod: str, verb: str, o: Outcome, pal: fmt.Palette) -> str:
     if verb == "stop":
         busy = [m for m in o.members if m.active_state not in ("inactive", "failed")]
         detail = "\n".join(f"  {m.name}: {m.state}" for m in busy)
-        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})" + (f":\n{detail}" if detail else ""))
+        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})"
+                          + (f":\n{detail}" if detail else ""))
     # the members that failed; the others were most likely stopped because of them
     bad = [m for m in o.members if m.failure()] or [m for m in o.members if not m.ready]
     reasons = "\n".join("  " + describe_member_failure(pod, m, o.started_at) for m in bad)

@@ -68,7 +68,7 @@ class Socket:
     container: str
     listens: tuple[Listen, ...]
     options: tuple[tuple[str, str], ...] = ()  # extra [Socket] lines (unit syntax)
-    unit_lines: UnitLines = UnitLines()        # extra [Unit]/[Install] lines
+    unit_lines: UnitLines = field(default_factory=UnitLines)  # extra [Unit]/[Install] lines
     loc: Loc = field(default=Loc(""), compare=False)
 
 
@@ -137,8 +137,8 @@ def _match(word: str, scope: dict[str, list[Port]], loc: Loc) -> list[tuple[str,
         found = [(c, p) for c, p in same if not proto or p.protocol == proto.lower()]
         if not found:
             have = ", ".join(sorted({p.protocol.upper() for _, p in same}))
-            raise DefinitionError(loc, f"{word!r}: port {n} is declared as {have}, not {proto.upper()} "
-                                       f"({'a stream socket needs TCP' if proto.lower() == 'tcp' else 'a datagram socket needs UDP'})")
+            needs = "a stream socket needs TCP" if proto.lower() == "tcp" else "a datagram socket needs UDP"
+            raise DefinitionError(loc, f"{word!r}: port {n} is declared as {have}, not {proto.upper()} ({needs})")
     else:
         if proto:
             raise DefinitionError(loc, f"{word!r}: a port name takes no protocol")
@@ -244,7 +244,8 @@ def check(pod: Pod, host_network: bool = False) -> None:
         for lst in s.listens:
             key = _norm(lst)
             clash = next(((c, loc) for k, (c, loc) in seen.items()
-                          if k[0] == key[0] and k[2] == key[2] and (k[1] == key[1] or (key[2] and not (k[1] and key[1])))), None)
+                          if k[0] == key[0] and k[2] == key[2]
+                          and (k[1] == key[1] or (key[2] and not (k[1] and key[1])))), None)
             if clash is not None:
                 who = "this container" if clash[0] == s.container else f"container {clash[0]!r}"
                 raise DefinitionError(lst.loc, f"{lst.address} is already claimed by {who} (at {clash[1]})")

@@ -81,7 +81,8 @@ _PROBE_OPTIONS = (
     ("grpc", "grpc", "str", None, "HOST:PORT", "gRPC probe (grpc.health.v1.Health/Check, cleartext): SERVING passes"),
     ("grpc-service", "grpc_service", "str", "", "NAME", None),
 )
-_PREFIXES: tuple[tuple[str, str, set[str]], ...] = (("", "readiness", {"failure-threshold"}), ("startup-", "startup", set()),
+_PREFIXES: tuple[tuple[str, str, set[str]], ...] = (
+             ("", "readiness", {"failure-threshold"}), ("startup-", "startup", set()),
              ("liveness-", "liveness", {"success-threshold"}))
 
 
@@ -89,7 +90,8 @@ Row = tuple[str, str, str, object, str, str | None, str]  # option, dest, kind, 
 
 
 def _table() -> list[Row]:
-    rows: list[Row] = [("pidfile", "pidfile", "str", None, "PATH", "the monitor's PID file (podman --conmon-pidfile)", ""),
+    rows: list[Row] = [
+            ("pidfile", "pidfile", "str", None, "PATH", "the monitor's PID file (podman --conmon-pidfile)", ""),
             ("cidfile", "cidfile", "str", None, "PATH", "the container ID file (podman --cidfile)", ""),
             ("state-file", "state_file", "str", None, "PATH", "keep the last probe results here (JSON)", ""),
             ("on-failure", "on_failure", "choice", "watchdog", "ACTION",

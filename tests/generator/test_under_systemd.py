@@ -108,7 +108,7 @@ def test_pod_lifecycle(gen: GeneratorSandbox) -> None:
 
     definition = yaml.safe_load(POD.format(name="blog", image=IMAGE, tool=gen.workdir / "sd-notify"))
     hostile = [a for a in HOSTILE if a]  # as container arguments (an empty one prints an empty line too)
-    definition["spec"]["containers"][2]["args"] += hostile + [""]
+    definition["spec"]["containers"][2]["args"] += [*hostile, ""]
     definition["spec"]["containers"][2]["env"] = [{"name": "V", "value": "x $HOME %n ; \"q\" 'q' \\ \n end"}]
     path = gen.write("blog.yaml", yaml.safe_dump(definition))
     gen.install(path)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.monitor import launch
 from supervisor.lab.testenv import BUSYBOX_IMAGE as image
 from supervisor.lab.testenv import PodmanEnv
+from supervisor.monitor import launch
 
 from ..conftest import podvisor_conmon
 from .helpers import assert_monitored, pid_alive, pids_with_cmdline, wait_until

@@ -134,7 +134,7 @@ def _check_units(p: object, source: str) -> None:
         expected = run_argv(p, c, SETTINGS)
         if c.readiness is Readiness.HEALTHY:
             assert c.probe is not None
-            expected = probe_argv(c.probe, SETTINGS) + ["--"] + expected
+            expected = [*probe_argv(c.probe, SETTINGS), "--", *expected]
         # our own Verbatim words carry %t/%n for systemd; everything else is literal
         expected = [a.replace("%t", "/run").replace("%n", name) if isinstance(a, Verbatim) else a for a in expected]
         assert _read_back(text, "ExecStart", name) == expected
