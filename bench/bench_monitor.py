@@ -226,6 +226,8 @@ def monitor_cpu(pid: int, timeout: float = 120) -> dict[str, Any]:
             time.sleep(0.002)
         if st is None:
             return {"cpu_s": None, "method": "gone"}
+    if st is None:
+        return {"cpu_s": None, "method": "gone"}
     ticks = (st["utime"] + st["stime"]) / TICK
     return {"cpu_s": ns / 1e9 if ns is not None else ticks, "method": method,
             "user_s": st["utime"] / TICK, "sys_s": st["stime"] / TICK,  # 10 ms ticks, split is
@@ -356,7 +358,7 @@ class Bench:
             dt = time.perf_counter() - t0
             if i >= a.warmup:  # the first rounds warm page cache, image mounts, bytecode
                 samples[name].append(dt)
-        out = {"samples": samples, **{n: summary(samples[n]) for n in NAMES}}
+        out: dict[str, Any] = {"samples": samples, **{n: summary(samples[n]) for n in NAMES}}
         out["ratio"] = out["podvisor"]["median"] / out["conmon"]["median"]
         log(f"{label}: conmon {out['conmon']['median'] * 1e3:.0f} ms, "
             f"podvisor {out['podvisor']['median'] * 1e3:.0f} ms")
@@ -565,7 +567,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """Print the table; return the list of targets missed."""
     if "run" not in res:
         return report_memory(res) if "memory_paths" in res else []
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     missed: list[str] = []
 
     def verdict(ok: bool, what: str) -> str:

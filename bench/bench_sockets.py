@@ -27,6 +27,7 @@ import statistics
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -84,7 +85,7 @@ def main() -> int:
     (work / "client.py").write_text(CLIENT)
     (work / "blog.yaml").write_text((REPO / "units" / "blog-sockets" / "blog.yaml").read_text())
     monitors = {"conmon": CONMON, "podvisor": opts.monitor}
-    samples: dict[str, list[dict[str, object]]] = {k: [] for k in monitors}
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in monitors}
     sb = Sandbox(SandboxConfig(name=f"pvb-sock-{uuid.uuid4().hex[:6]}", conmon_path=opts.monitor))
     sb.start()
     try:

@@ -59,7 +59,7 @@ def ensure_containers_conf(settings: Settings) -> bool:
     """Write the merged containers.conf if it is missing, or ours and outdated. True if written."""
     path = Path(settings.containers_conf)
     defaults = [DEFAULT_CONTAINERS_CONF]
-    files = containers_conf.SYSTEM_FILES
+    files: tuple[Path, ...] = containers_conf.SYSTEM_FILES
     if settings.user:
         from . import userscope
 

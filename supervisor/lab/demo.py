@@ -64,13 +64,15 @@ class InSandbox(Host):
         self.sb = sb
 
     def run(self, argv: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = self.sb.run(argv, input=input, timeout=300)  # type: ignore[attr-defined]
+        res: subprocess.CompletedProcess[str] = self.sb.run(argv, input=input, timeout=300)  # type: ignore[attr-defined]
         if check and res.returncode:
             raise DemoError(f"{shlex.join(argv)} (in the sandbox): exit {res.returncode}\n{res.stdout}{res.stderr}")
         return res
 
     def podman(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return self.sb.podman(*args, check=check, input=input)  # type: ignore[attr-defined]
+        res: subprocess.CompletedProcess[bytes] = self.sb.podman(  # type: ignore[attr-defined]
+            *args, check=check, input=input)
+        return res
 
 
 def blog(where: Host) -> None:

@@ -228,9 +228,9 @@ def run(suite: str, location: str, log_path: Path, cold: bool = False, keep: boo
         errors = check.teardown()
         check.times["teardown"] = time.monotonic() - t_teardown
     total = time.monotonic() - t0
-    for e in errors:
-        log.write(f"teardown: {e}\n")
-        print(f"fresh {suite}: teardown: {e}", file=sys.stderr)
+    for problem in errors:
+        log.write(f"teardown: {problem}\n")
+        print(f"fresh {suite}: teardown: {problem}", file=sys.stderr)
     if failed is not None:
         print(f"fresh {suite}: FAILED at step {failed}\n--- last {TAIL} lines of its log ({log.path}):\n"
               f"{log.step_tail()}", file=sys.stderr)

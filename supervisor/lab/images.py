@@ -23,7 +23,7 @@ NGINX_BINARY = "/usr/sbin/nginx"  # Debian's nginx-light
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # podman <args...> with bytes on stdin -> CompletedProcess (PodmanEnv.run, or a sandbox's)
-PodmanRun = Callable[..., subprocess.CompletedProcess]
+PodmanRun = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
 class Rootfs:

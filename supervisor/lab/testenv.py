@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .images import BUSYBOX_IMAGE
+from .images import BUSYBOX_IMAGE as BUSYBOX_IMAGE  # re-exported: tests name it with the store
 
 # podman's host-wide defaults: a private environment must never manage these.
 _SHARED_PATHS = ("/var/lib/containers", "/run/libpod", "/run/containers", "/var/run/libpod")

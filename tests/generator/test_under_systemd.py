@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -203,7 +204,7 @@ def test_generator_entry_point(gen: GeneratorSandbox) -> None:
            "systemctl daemon-reload")
 
 
-ECHO_POD = {
+ECHO_POD: dict[str, Any] = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "argv"},
     "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
         "name": "echo", "image": IMAGE,

@@ -75,7 +75,7 @@ def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.s
     time.sleep(0.5)
     assert t.is_alive()  # still probing
     (tmp_path / "flag").touch()
-    messages = []
+    messages: list[str] = []
     while not any("READY=1" in m for m in messages):
         messages.append(notify_socket.recv(4096).decode())
     t.join(10)
