@@ -23,6 +23,7 @@ from typing import Any
 from supervisor.errors import EXIT_ERROR, EXIT_INTERNAL, Handler, run
 from supervisor.generator.command import register as _add_generator
 from supervisor.manage.command import register as _add_manage
+from supervisor.probes.command import register as _add_probes
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "Handler", "build_parser", "main"]
 
@@ -51,6 +52,7 @@ def _lab(argv: list[str]) -> int:
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_lab,
     _add_generator,
+    _add_probes,
     _add_manage,
 )
 

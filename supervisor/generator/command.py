@@ -1,7 +1,6 @@
-"""The generator's `podvisor` subcommands: generate, install, uninstall, install-generator, and
-ready-probe (run by units, not people). `register(subparsers)` is what supervisor/cli.py calls;
-the work modules are imported inside the handlers so other subcommands never pay for jinja2/yaml.
-"""
+"""The generator's `podvisor` subcommands: generate, install, uninstall, install-generator.
+`register(subparsers)` is what supervisor/cli.py calls; the work modules are imported inside the
+handlers so other subcommands never pay for jinja2/yaml."""
 from __future__ import annotations
 
 import argparse
@@ -112,13 +111,6 @@ def register(subparsers: Any) -> None:
     ig.add_argument("--path", type=Path, default=GENERATOR_SCRIPT)
     _settings_options(ig)
     ig.set_defaults(handler=_install_generator)
-
-    probe = subparsers.add_parser("ready-probe", help="(used by units) run a container, then its readiness "
-                                                      "probe, and tell systemd when it is ready")
-    from supervisor.probes import options, ready  # stdlib only
-
-    options.add_arguments(probe)
-    probe.set_defaults(handler=ready.main)
 
 
 def _generate(args: argparse.Namespace) -> int:

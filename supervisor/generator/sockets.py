@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from supervisor.pods import naming
-from supervisor.pods.model import Container, Pod
-from supervisor.pods.sockets import Socket
+from supervisor.pods.model import Container, Pod, Socket
 
 from . import escape
 

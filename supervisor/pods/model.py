@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from supervisor.errors import UserError
-
-if TYPE_CHECKING:
-    from .sockets import Socket
 
 
 @dataclass(frozen=True)
@@ -166,6 +162,28 @@ class UnitLines:
     unit: tuple[tuple[str, str], ...] = ()
     service: tuple[tuple[str, str], ...] = ()
     install: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One listening socket: a unit's ``Listen*=`` line."""
+
+    kind: str                 # ListenStream, ListenDatagram or ListenSequentialPacket
+    address: str              # systemd's syntax: [IP:]PORT, [IPv6]:PORT, /path, @abstract
+    port: Port | None = None  # the declared container port it serves (Kubernetes)
+    loc: Loc = field(default=Loc(""), compare=False)
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A container's socket unit (socket activation, pods/sockets.py): systemd listens, the first
+    connection starts the pod."""
+
+    container: str
+    listens: tuple[Listen, ...]
+    options: tuple[tuple[str, str], ...] = ()  # extra [Socket] lines (unit syntax)
+    unit_lines: UnitLines = field(default_factory=UnitLines)  # extra [Unit]/[Install] lines
+    loc: Loc = field(default=Loc(""), compare=False)
 
 
 @dataclass(frozen=True)

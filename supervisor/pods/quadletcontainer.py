@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import health, sockets
-from .model import Container, DefinitionError, Loc, Mount, Port, Readiness, UnitLines, Verbatim, Volume
+from .model import Container, DefinitionError, Loc, Mount, Port, Readiness, Socket, UnitLines, Verbatim, Volume
 from .naming import POD_NAME
 from .quadletvalues import (
     OWNED_SERVICE_KEYS,
@@ -23,7 +23,6 @@ from .quadletvalues import (
     unit_lines,
     words,
 )
-from .sockets import Socket
 
 # key -> podman flag; one flag per line ("multi") or per blank-separated word ("words")
 CONTAINER_FLAGS: dict[str, tuple[str, str]] = {

@@ -1,6 +1,6 @@
 """Socket activation: systemd owns a container's listening sockets and passes them to it.
 
-The model (`Listen`, `Socket`), the two readers' entry points and the rules a pod with sockets
+The two readers' entry points and the rules a pod with sockets
 must satisfy. No I/O beyond reading a ``.socket`` file it is given.
 
 * Kubernetes: the annotation ``podvisor.io/socket-activation[.CONTAINER]`` names activated
@@ -18,11 +18,10 @@ set (podman passes them on; ``LISTEN_PID`` is 1 inside the container).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .model import DefinitionError, Loc, Port, UnitLines, Verbatim
+from .model import DefinitionError, Listen, Loc, Port, Socket, UnitLines, Verbatim
 
 if TYPE_CHECKING:
     from .model import Pod
@@ -49,27 +48,6 @@ REFUSED = {
     "ExecStartPre": "socket hooks are not supported", "ExecStartPost": "socket hooks are not supported",
     "ExecStopPre": "socket hooks are not supported", "ExecStopPost": "socket hooks are not supported",
 }
-
-
-@dataclass(frozen=True)
-class Listen:
-    """One listening socket: a unit's ``Listen*=`` line."""
-
-    kind: str                 # one of LISTEN_KEYS
-    address: str              # systemd's syntax: [IP:]PORT, [IPv6]:PORT, /path, @abstract
-    port: Port | None = None  # the declared container port it serves (Kubernetes)
-    loc: Loc = field(default=Loc(""), compare=False)
-
-
-@dataclass(frozen=True)
-class Socket:
-    """A container's socket unit: systemd listens, the first connection starts the pod."""
-
-    container: str
-    listens: tuple[Listen, ...]
-    options: tuple[tuple[str, str], ...] = ()  # extra [Socket] lines (unit syntax)
-    unit_lines: UnitLines = field(default_factory=UnitLines)  # extra [Unit]/[Install] lines
-    loc: Loc = field(default=Loc(""), compare=False)
 
 
 def _address(p: Port) -> str:

@@ -35,10 +35,10 @@ class GeneratorSandbox:
         self.workdir = workdir  # on the host under /var/tmp: new files there are visible inside
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.python = python
-        # `podvisor` running this checkout's generator (the venv's copy may be older)
+        # `podvisor` running this checkout's package (the venv's copy may be older)
         self.podvisor = workdir / "podvisor"
         code = (f"import sys; sys.path.insert(0, {json.dumps(str(REPO))}); "
-                "from supervisor.generator.command import main; sys.exit(main())")
+                "from supervisor.cli import main; sys.exit(main())")
         self.podvisor.write_text(f"#!/bin/sh\nexec {shlex.quote(python)} -c {shlex.quote(code)} \"$@\"\n")
         self.podvisor.chmod(0o755)
 

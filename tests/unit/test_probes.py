@@ -177,8 +177,8 @@ def test_podman_prefix() -> None:
 
 
 def test_cli_entry_point(tmp_path: Path) -> None:
-    """As units run it: `podvisor ready-probe ...` (here through the generator's own entry point)."""
-    res = subprocess.run([sys.executable, "-m", "supervisor.generator.command", "ready-probe", "--pidfile=p",
+    """As units run it: `podvisor ready-probe ...` (here through `python -m supervisor.cli`)."""
+    res = subprocess.run([sys.executable, "-m", "supervisor.cli", "ready-probe", "--pidfile=p",
                           "--cidfile=c", "--", "/nonexistent/podman", "run"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
     assert res.returncode == 2 and "exactly one of --exec, --http-get, --tcp-socket" in res.stderr
@@ -259,7 +259,7 @@ def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
     """As units run it (`podvisor ready-probe`): the liveness loop is a single thread."""
     (tmp_path / "flag").touch()
     state = tmp_path / "health.json"
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.generator.command", "ready-probe",
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "ready-probe",
                              f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.1",
                              "--liveness-exec=true", f"--state-file={state}", "--", str(fake), "run",
                              f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img"],
