@@ -15,8 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,11 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """A skipped [podvisor...] parameter fails: half of a comparison silently not run is a hole, not
     a pass. Allowed where a skip/skipif mark skips every parameter alike, where the test is marked
     allow_podvisor_skip, or with PODVISOR_ALLOW_SKIPS=1."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     callspec = getattr(item, "callspec", None)
     if (not report.skipped or hasattr(report, "wasxfail") or ALLOW_SKIPS or callspec is None
