@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, fmt, journal
@@ -138,13 +138,14 @@ def report(pod: str, verb: str, o: Outcome, pal: fmt.Palette) -> str:
     if o.ok:
         if verb == "stop":
             return f"pod {pod} {ed} in {o.seconds:.2f}s"
-        containers = [m for m in o.members if not m.name.endswith("@infra.service")]
+        containers = [m for m in o.members if not naming.is_infra_unit(m.name)]
         return (f"pod {pod} {ed} in {o.seconds:.2f}s: "
                 + pal(f"{sum(m.ready for m in containers)}/{len(containers)} containers ready", "green"))
     if verb == "stop":
         busy = [m for m in o.members if m.active_state not in ("inactive", "failed")]
         detail = "\n".join(f"  {m.name}: {m.state}" for m in busy)
-        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})" + (f":\n{detail}" if detail else ""))
+        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})"
+                          + (f":\n{detail}" if detail else ""))
     # the members that failed; the others were most likely stopped because of them
     bad = [m for m in o.members if m.failure()] or [m for m in o.members if not m.ready]
     reasons = "\n".join("  " + describe_member_failure(pod, m, o.started_at) for m in bad)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, journal

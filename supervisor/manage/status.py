@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import fmt, health, journal, sockets, views
@@ -118,7 +118,8 @@ def gather(sd: Systemd, pod: str, lines: int = 10) -> Details:
 def to_json(d: Details) -> str:
     data = views.pod_json(d.pod, d.taken_at)
     data["last_failure"] = _event(d.failures.get(d.pod.unit.name))
-    for c, cj in zip(d.pod.members, [data["infra"], *data["containers"]] if data["infra"] else data["containers"]):
+    views_json = [data["infra"], *data["containers"]] if data["infra"] else data["containers"]
+    for c, cj in zip(d.pod.members, views_json, strict=True):
         cj["last_failure"] = _event(d.failures.get(c.unit.name))
         cj["last_oom"] = _event(d.ooms.get(c.unit.name))
         cj["probes"] = [{**r, "time": fmt.iso(r.get("time"))} for r in health.results(c.unit.name)]
@@ -186,7 +187,8 @@ def _container_text(c: ContainerStatus, d: Details, pal: fmt.Palette, now: float
         ids += f", container {c.podman.pid or '-'} ({c.podman.id[:12]}, {c.podman.state}), image {c.podman.image}"
     lines.append(f"{pad}Restarts: {u.restarts}   PIDs: {ids}")
     if c.usage:
-        lines.append(f"{pad}Usage: {fmt.plural(len(c.usage.pids), 'process')}, memory {fmt.size(c.usage.memory_bytes)}, "
+        lines.append(f"{pad}Usage: {fmt.plural(len(c.usage.pids), 'process')}, "
+                     f"memory {fmt.size(c.usage.memory_bytes)}, "
                      f"cpu {fmt.percent(c.usage.cpu_percent)} ({c.usage.cpu_seconds:.2f}s total)")
     failure = d.failures.get(u.name)
     lines.append(f"{pad}Last failure: {pal(_event_text(failure), 'red') if failure else '-'}")

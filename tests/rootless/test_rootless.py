@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testuser import RootlessPodmanEnv
+from supervisor.lab.testuser import RootlessPodmanEnv
 from tests.integration.helpers import assert_monitored, wait_until
 
 V1_LIMITS_IGNORED = "Resource limits are not supported and ignored on cgroups V1 rootless systems"
