@@ -80,7 +80,8 @@ def demo() -> None:
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text("[Service]\nTimeoutStartSec=600\n")
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "supervisor.demo"], cwd=REPO, stdout=subprocess.PIPE,
+    res = subprocess.run([sys.executable, "-m", "supervisor.lab.demo"], cwd=REPO, stdout=subprocess.PIPE,
+                         env={**os.environ, "PODVISOR_CHECKOUT": str(REPO)},
                          stderr=sys.stdout, text=True, timeout=900)
     took = time.monotonic() - t0
     print(res.stdout, flush=True)
@@ -148,7 +149,8 @@ def ps_status() -> None:
 def suite(name: str, tests: list[str], extra_env: dict[str, str]) -> None:
     xml = OUT / f"{name}.xml"
     # waits and time limits of the tests x10: emulation is ~25x slower (more on a busy host)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PODVISOR_TEST_TIME_SCALE": "10", **extra_env}
+    env = {**os.environ, "PODVISOR_CHECKOUT": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
+           "PODVISOR_TEST_TIME_SCALE": "10", **extra_env}
     t0 = time.monotonic()
     # catatonit: a child subreaper for the monitors podman double-forks (as scripts/test.sh)
     res = subprocess.run(["catatonit", "--", sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",

@@ -4,16 +4,17 @@ written; the unit files of all pods of the file are committed together (writer.c
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor import pods
+from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic
 
-from . import containers_conf, naming, pipeline, writer
+from . import containers_conf, pipeline, writer
 from .settings import DEFAULT_CONTAINERS_CONF, Settings
 
 if TYPE_CHECKING:
@@ -21,10 +22,9 @@ if TYPE_CHECKING:
 
 UNIT_DIR = Path("/etc/systemd/system")
 CONF_MARKER = "# Written by `podvisor install`"
-log = logging.getLogger(__name__)
 
 
-class InstallError(Exception):
+class InstallError(UserError):
     pass
 
 
@@ -59,7 +59,7 @@ def ensure_containers_conf(settings: Settings) -> bool:
     """Write the merged containers.conf if it is missing, or ours and outdated. True if written."""
     path = Path(settings.containers_conf)
     defaults = [DEFAULT_CONTAINERS_CONF]
-    files = containers_conf.SYSTEM_FILES
+    files: tuple[Path, ...] = containers_conf.SYSTEM_FILES
     if settings.user:
         from . import userscope
 

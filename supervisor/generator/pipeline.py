@@ -6,15 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import pods
+from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic, Pod
 
-from . import naming
 from .render import RenderedUnit, RenderError, render_pod
 from .settings import Settings
 from .units import wanted_by
 
 
-class GenerateError(Exception):
+class GenerateError(UserError):
     """One clear message for humans; nothing has been written."""
 
 
@@ -70,7 +71,7 @@ def build(pod_list: list[Pod], warnings: list[Diagnostic], settings: Settings, *
 
 
 def generate(path: Path, settings: Settings, *, verify: bool = True, host_checks: bool = False,
-             source_path: bool = False, skip_ports_of: set[str] | None = None) -> Generated:
+             source_path: bool = False) -> Generated:
     """Read `path`, check, render and (if systemd-analyze exists) verify its units.
     `host_checks`: also fail on host ports in use and missing images (see hostcheck)."""
     try:
@@ -79,8 +80,7 @@ def generate(path: Path, settings: Settings, *, verify: bool = True, host_checks
             from . import hostcheck
 
             for pod in pod_list:
-                if skip_ports_of is None or pod.name not in skip_ports_of:
-                    hostcheck.check_ports(pod)
+                hostcheck.check_ports(pod)
                 warnings += hostcheck.check_images(pod, settings)
     except DefinitionError as e:
         raise GenerateError(str(e)) from None

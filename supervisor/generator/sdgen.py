@@ -71,7 +71,7 @@ def sources(dirs: tuple[Path, ...]) -> list[Path]:
     from supervisor.pods.quadlet import pod_reference
 
     out = []
-    for _name, path in sorted(chosen.items()):
+    for _, path in sorted(chosen.items()):
         pod_file = pod_reference(path) if path.suffix == ".container" else None
         if pod_file is None or pod_file not in chosen:
             out.append(path)  # a pod of its own, or loading it reports the missing .pod

@@ -1,6 +1,6 @@
 """A pod -> the values its unit templates need: every command line as an argv, escaped once here.
 
-The shape (see naming.py for names):
+The shape (see supervisor/pods/naming.py for names):
 
 * ``pod-NAME.service`` (oneshot, RemainAfterExit): ``Wants=`` and ``PropagatesStopTo=`` the
   infra and every container unit; ExecStart= is ``systemctl start <members>``, ExecStop=
@@ -21,10 +21,10 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-from supervisor.pods import quantity
+from supervisor.pods import naming, quantity
 from supervisor.pods.model import Container, Pod, Port, Probe, Readiness, Restart, Verbatim
 
-from . import escape, health, naming, sockets
+from . import escape, health, sockets
 from .settings import Settings
 
 START_LIMIT_INTERVAL = 300  # seconds; with StartLimitBurst: a crash-looping unit gives up

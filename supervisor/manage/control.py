@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, fmt, journal
@@ -139,7 +139,7 @@ def report(pod: str, verb: str, o: Outcome, pal: fmt.Palette) -> str:
     if o.ok:
         if verb == "stop":
             return f"pod {pod} {ed} in {o.seconds:.2f}s"
-        containers = [m for m in o.members if not m.name.endswith("@infra.service")]
+        containers = [m for m in o.members if not naming.is_infra_unit(m.name)]
         return (f"pod {pod} {ed} in {o.seconds:.2f}s: "
                 + pal(f"{sum(m.ready for m in containers)}/{len(containers)} containers ready", "green"))
     if verb == "stop":

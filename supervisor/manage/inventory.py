@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, procs, sockets

@@ -120,7 +120,7 @@ def read(groups: Sequence[Group], *, since: float | None = None, lines: int | No
     """Entries matching any of `groups`, oldest first (newest first with `reverse`)."""
     if not groups:
         return
-    errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally; not a pipe: nobody reads it while stdout streams
+    errors = tempfile.TemporaryFile()  # not a pipe: nobody reads it while stdout streams
     proc = subprocess.Popen(argv(groups, since=since, lines=lines, follow=follow, reverse=reverse,
                                  after_cursor=after_cursor),
                             stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)

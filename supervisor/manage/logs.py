@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, journal
@@ -95,7 +95,8 @@ def _add_drivers(sd: Systemd, ts: list[Target]) -> None:
 # ---------------------------------------------------------------------------- journal
 
 
-def journal_groups(ts: Iterable[Target]) -> list[list[str]]:
+def journal_groups(targets: Iterable[Target]) -> list[list[str]]:
+    ts = list(targets)
     groups: list[list[str]] = []
     names = [f"CONTAINER_NAME={t.podman_name}" for t in ts if t.driver == "journald"]
     if names:
@@ -199,7 +200,7 @@ class K8sFileReader:
                 pass
             self.buf = b""
         try:
-            self.f = open(path, "rb")  # noqa: SIM115 - kept open to follow; close() closes it
+            self.f = open(path, "rb")
             self.ino = os.fstat(self.f.fileno()).st_ino
             yield from self._records(self.f.read())
         except OSError:
@@ -216,7 +217,7 @@ class K8sFileReader:
         if self.f is None or st.st_ino != self.ino or st.st_size < self.f.tell():
             if self.f is not None:
                 self.f.close()
-            self.f, self.buf = open(self.target.path, "rb"), b""  # noqa: SIM115 - as in backlog()
+            self.f, self.buf = open(self.target.path, "rb"), b""
             self.ino = st.st_ino
             yield from self._records(self.f.read())
 

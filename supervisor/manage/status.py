@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import fmt, health, journal, sockets, views
@@ -117,8 +117,8 @@ def gather(sd: Systemd, pod: str, lines: int = 10) -> Details:
 def to_json(d: Details) -> str:
     data = views.pod_json(d.pod, d.taken_at)
     data["last_failure"] = _event(d.failures.get(d.pod.unit.name))
-    members_json = [data["infra"], *data["containers"]] if data["infra"] else data["containers"]
-    for c, cj in zip(d.pod.members, members_json, strict=True):
+    views_json = [data["infra"], *data["containers"]] if data["infra"] else data["containers"]
+    for c, cj in zip(d.pod.members, views_json, strict=True):
         cj["last_failure"] = _event(d.failures.get(c.unit.name))
         cj["last_oom"] = _event(d.ooms.get(c.unit.name))
         cj["probes"] = [{**r, "time": fmt.iso(r.get("time"))} for r in health.results(c)]

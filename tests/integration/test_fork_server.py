@@ -9,12 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from supervisor.lab.testenv import BUSYBOX_IMAGE as image
+from supervisor.lab.testenv import PodmanEnv
 from supervisor.monitor import launch
-from supervisor.testenv import BUSYBOX_IMAGE as image
-from supervisor.testenv import PodmanEnv
 
 from ..conftest import podvisor_conmon
 from .helpers import assert_monitored, pid_alive, pids_with_cmdline, wait_until
@@ -79,7 +80,7 @@ def _ask(sock: Path, *wrap: str, token: bytes, user: int | None = None) -> str:
               b"0", b"0"]
     payload = b"\0".join(fields)
     request = (len(payload).to_bytes(4, "little") + payload).hex()
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}
     path = str(sock)
     dirfd = -1
     if user is not None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import ensure_busybox_image
-from supervisor.testuser import RootlessPodmanEnv, TestUser, create_user, make_rootless_env, remove_user
+from supervisor.lab.testenv import ensure_busybox_image
+from supervisor.lab.testuser import RootlessPodmanEnv, TestUser, create_user, make_rootless_env, remove_user
 
 from ..conftest import podvisor_conmon
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import testuser
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image
-from supervisor.testuser import RootlessPodmanEnv, make_rootless_env
+from supervisor.lab import testuser
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image
+from supervisor.lab.testuser import RootlessPodmanEnv, make_rootless_env
 from tests.integration.helpers import assert_monitored, pids_with_cmdline, wait_until
 
 from ..conftest import podvisor_conmon

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox
+from supervisor.lab.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import as_nobody, install_unit, sh, unit_props
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Sandbox
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import IMAGE, OURS, install_unit, sh, unit_props
 
@@ -130,7 +130,7 @@ def test_stop_ends_as_success_with_kill_mode_mixed(sandbox: Sandbox, path: str) 
 def test_blog_pod_main_process_is_podvisor_conmon(sandbox: Sandbox, path: str) -> None:
     """The shipped example: `systemctl status pod-blog@web` names podvisor-conmon as the main
     process, and the pod serves, on either path."""
-    from supervisor.images import BLOG_IMAGE, ensure_image
+    from supervisor.lab.images import BLOG_IMAGE, ensure_image
 
     from .test_blog_pod import PODVISOR, REPO, _fetch, _install
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox
+from supervisor.lab.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import sh, unit_props
 
@@ -280,12 +280,12 @@ def test_root_and_user_pods_of_one_name_never_meet(user: User) -> None:
         start, count = sh(sb, f"grep '^{USER}:' /etc/subuid").stdout.strip().split(":")[1:]
         mine_ok = {str(user.uid), *map(str, range(int(start), int(start) + int(count)))}
         seen: list[set[int]] = []
-        for frame, mine in ((_pv_json(as_user, "top", "--user", "blog"), True),
-                            (_pv_json(as_root, "top", "blog"), False)):
+        for frame, users in ((_pv_json(as_user, "top", "--user", "blog"), True),
+                             (_pv_json(as_root, "top", "blog"), False)):
             pids = _tree_pids(frame)
             assert len(pids) >= 6, frame  # three monitors, nginx masters and workers
             uids = set(sh(sb, "stat -c %u " + " ".join(f"/proc/{p}" for p in pids)).stdout.split())
-            assert (uids <= mine_ok) if mine else not (uids & mine_ok), (uids, frame)
+            assert (uids <= mine_ok) if users else not (uids & mine_ok), (uids, frame)
             seen.append(pids)
         assert not seen[0] & seen[1]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.generator.command import main
-from supervisor.images import BUSYBOX_IMAGE
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.images import BUSYBOX_IMAGE
+from supervisor.lab.testenv import PodmanEnv
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generator" / "golden"
 POD = "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n{containers}"

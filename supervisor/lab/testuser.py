@@ -64,8 +64,10 @@ class TestUser:
 
     def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         """Run argv as this user from its home, capturing text output."""
-        return subprocess.run([*self.prefix(), *argv], env=self.environ(), cwd=self.home,
-                              capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+        res: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            [*self.prefix(), *argv], env=self.environ(), cwd=self.home, capture_output=True, text=True,
+            check=False, **kw)
+        return res
 
     def pids(self) -> list[int]:
         """Processes running with this user's real uid (outside any user namespace)."""
@@ -157,11 +159,6 @@ class RootlessPodmanEnv(PodmanEnv):
         assert self.user is not None
         kw.setdefault("cwd", self.user.home)
         return super().run(*args, **kw)
-
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
-        assert self.user is not None
-        kw.setdefault("cwd", self.user.home)
-        return super().popen(*args, **kw)
 
     def shell_command(self, *args: str) -> str:
         assert self.user is not None
