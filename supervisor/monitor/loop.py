@@ -73,18 +73,21 @@ class Loop:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), cb))
 
     def _run_timers(self) -> float:
-        """Fire due timers; return seconds until the next one, or -1 for none."""
+        """Fire due timers; return how long epoll may sleep: until the next timer, -1 for
+        ever, or 0 once one has fired, so that `run` sees what it changed before sleeping."""
+        fired = False
         while self._timers:
             when, _, cb = self._timers[0]
             now = time.monotonic()
             if when > now:
-                return when - now
+                return 0 if fired else when - now
             heapq.heappop(self._timers)
+            fired = True
             try:
                 cb()
             except Exception as e:
                 self._report(f"timer {getattr(cb, '__qualname__', cb)!s}", e)
-        return -1
+        return 0 if fired else -1
 
     def _report(self, what: str, exc: BaseException) -> None:
         self.fault_count += 1
