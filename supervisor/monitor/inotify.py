@@ -25,9 +25,3 @@ class Inotify:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path)
         return int(wd)
-
-    def read_events(self) -> bytes:
-        try:
-            return os.read(self.fd, 65536)
-        except BlockingIOError:
-            return b""
