@@ -6,6 +6,7 @@ import signal
 import time
 
 from .cli import Options
+from .errors import debug
 from .linux import set_child_subreaper
 
 
@@ -67,6 +68,7 @@ def run_exit_command(opts: Options, code: int) -> int:
     except OSError:
         pass
     argv = [opts.exit_command, *opts.exit_command_args]
+    debug(f"container exited with {code}; running the exit command: {' '.join(argv)}")
     pid = os.fork()
     if pid == 0:
         try:
