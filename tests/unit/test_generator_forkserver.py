@@ -35,7 +35,7 @@ def _install(path: Path, settings: Settings, units: Path) -> list[str]:
 
 def test_written_with_the_first_pod_and_removed_with_the_last(tmp_path: Path, settings: Settings) -> None:
     units = tmp_path / "units"
-    assert SERVER <= set(_install(BLOG, settings, units))
+    assert set(_install(BLOG, settings, units)) >= SERVER
     socket = (units / "podvisor-conmon.socket").read_text()
     service = (units / "podvisor-conmon.service").read_text()
     assert f"ListenStream={launch.socket_path()}\n" in socket and "SocketMode=0600" in socket
@@ -47,8 +47,8 @@ def test_written_with_the_first_pod_and_removed_with_the_last(tmp_path: Path, se
     other.write_text(SOCKETS.read_text().replace("name: blog", "name: other", 1))
     assert SERVER.isdisjoint(_install(other, settings, units))
     assert SERVER.isdisjoint(uninstall("other", unit_dir=units, reload=False))
-    assert SERVER <= {p.name for p in units.iterdir()}
-    assert SERVER <= set(uninstall("blog", unit_dir=units, reload=False))
+    assert {p.name for p in units.iterdir()} >= SERVER
+    assert set(uninstall("blog", unit_dir=units, reload=False)) >= SERVER
     assert [p.name for p in units.iterdir()] == []
 
 
