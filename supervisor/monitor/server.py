@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     set_identity(["--fork-server", path])
     own = handover.context("self")
+    warmup.plain_signals()
     warmup.warm_up(own)
     warmup.fill_free_blocks()
     gc.freeze()

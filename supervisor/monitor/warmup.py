@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import sys
 
@@ -43,7 +44,9 @@ def preload() -> None:
     from .logs import journald, k8s_file  # noqa: F401
 
     identity.load_setproctitle()
-    linux._c()
+    libc = linux._c()
+    for name in ("prctl", "mallopt", "malloc_trim"):  # ctypes makes (and caches) these on first use
+        getattr(libc, name)
 
 
 SAMPLE_ARGV = ["--api-version", "1", "-c", "0" * 64, "-u", "0" * 64, "-r", sys.executable,
@@ -75,6 +78,23 @@ def _handover_once(own: handover.Context) -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def _plain_signal(signalnum: int, handler: object) -> object:
+    """signal.signal without its enum round trip: signal.py turns the old handler back into a
+    Handlers member through the Enum machinery, whose objects (spread over many pages) every
+    forked monitor then copies: measured ~90 kB per monitor for the first calls."""
+    c = sys.modules["_signal"]  # the C module under signal.py (untyped for mypy)
+    if handler is signal.SIG_DFL:
+        handler = c.SIG_DFL
+    elif handler is signal.SIG_IGN:
+        handler = c.SIG_IGN
+    return c.signal(signalnum, handler)
+
+
+def plain_signals() -> None:
+    """In the fork server only: its monitors call signal.signal through _plain_signal."""
+    signal.signal = _plain_signal  # type: ignore[assignment]
 
 
 def warm_up(own: handover.Context) -> None:
