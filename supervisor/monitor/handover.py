@@ -220,8 +220,8 @@ def _read_request(conn: socket.socket) -> tuple[Request, int, int] | int:
 
 def _prepare(target: int, req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
     """Check the launcher and put `target` (the first process) in its place where that needs no
-    more than a pid: its rlimits, then, once podman says go, its cgroups. Returns the reply:
-    b"" when done, else an exit status byte and the reason."""
+    more than a pid: its rlimits, then, once podman says go, its cgroups. Returns the reply: an
+    exit status byte (0: done) and the reason of a refusal."""
     from .cgroups import join_cgroups_of
 
     try:
@@ -244,7 +244,7 @@ def _prepare(target: int, req: Request, peer: int, uid: int, token: bytes, own: 
         join_cgroups_of(peer, target)
     except OSError as e:
         return b"\1cannot join the launcher's cgroups: " + str(e).encode()
-    return b""
+    return b"\0"
 
 
 def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
@@ -280,9 +280,9 @@ def first_process(conn: socket.socket, token: bytes, own: Context) -> int:
         return got
     req, peer, uid = got
     reply = _prepared(req, peer, uid, token, own)
-    if reply:
-        send(conn, b"F " + reply[1:])
-        return reply[0]
+    if reply[:1] != b"\0":  # refused, or the child died before it could say
+        send(conn, b"F " + (reply[1:] or b"checking the launcher failed"))
+        return reply[0] if reply else 1
     conn.settimeout(None)
     conn = place_fds(req, conn)
     set_environ(req.env)
