@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from . import syncpipe
 from .cli import Options
-from .errors import strerror, warn
+from .errors import debug, strerror, warn
 from .files import touch, write_atomic
 from .linux import set_child_subreaper
 from .process import close_fds_from, exit_status, reap_zombies
@@ -161,6 +161,7 @@ def run_exit_command(opts: Options, code: int) -> int:
     except OSError:
         pass
     argv = [opts.exit_command, *opts.exit_command_args]
+    debug(f"container exited with {code}; running the exit command: {' '.join(argv)}")
     pid = os.fork()
     if pid == 0:
         try:
