@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from supervisor.monitor import serverunits
+from supervisor.pods import naming
 
-from . import naming, writer
+from . import serverunits, writer
 from .settings import Settings
 
 SOCKET = serverunits.SOCKET

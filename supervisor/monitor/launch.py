@@ -21,24 +21,14 @@ from __future__ import annotations
 import os
 import sys
 
+from supervisor.forksocket import socket_path
+
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
     import _socket
 
 PROTOCOL = b"podvisor-conmon-fork/1"
-SOCKET_DIR = "/run/podvisor"
 MAX_FDS = 253  # SCM_MAX_FD
-
-
-def socket_path() -> str:
-    """One socket per install, so two virtualenvs (or a reinstall elsewhere) never meet."""
-    path = os.environ.get("PODVISOR_CONMON_SOCKET")
-    if path:
-        return path
-    import zlib
-
-    here = os.path.dirname(os.path.realpath(__file__)).encode()
-    return f"{SOCKET_DIR}/conmon-{zlib.crc32(here):08x}.sock"
 
 
 def install_token() -> bytes:

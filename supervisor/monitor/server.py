@@ -35,6 +35,8 @@ import socket
 import stat
 import sys
 
+from supervisor.forksocket import socket_path
+
 from . import handover, launch
 
 
@@ -186,8 +188,7 @@ def _listen(path: str) -> tuple[socket.socket, bool] | None:
     return sock, False
 
 
-USAGE = ("usage: python -m supervisor.monitor.server [SOCKET]\n"
-         "       python -m supervisor.monitor.server --write-units DIR\n")
+USAGE = "usage: python -m supervisor.monitor.server [SOCKET]\n"
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -196,16 +197,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) == 2 and args[0] == "--write-units":
-        from .serverunits import write_units
-
-        for path in write_units(args[1]):
-            print(path)
-        return 0
     if args and args[0].startswith("-"):
         sys.stderr.write(USAGE)
         return 2
-    path = args[0] if args else launch.socket_path()
+    path = args[0] if args else socket_path()
     gc.disable()  # the server allocates little; frozen before each fork anyway
     from . import warmup
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv
 from tests.conftest import podvisor_conmon
 from tests.integration.helpers import assert_monitored
 

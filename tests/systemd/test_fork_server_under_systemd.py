@@ -26,7 +26,7 @@ def path(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[str]:
     """forked: the install's socket unit is listening; direct: nothing listens (and where
     systemd runs the launcher never starts a server itself)."""
     if request.param == "forked":
-        sh(sandbox, f"{PYTHON} -I -m supervisor.monitor.server --write-units /etc/systemd/system"
+        sh(sandbox, f"{PYTHON} -I -m supervisor.generator.serverunits /etc/systemd/system"
                     " && systemctl daemon-reload && systemctl start podvisor-conmon.socket")
     else:  # `podvisor install` in an earlier test may have left it listening
         sh(sandbox, "systemctl stop podvisor-conmon.socket podvisor-conmon.service", check=False)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from supervisor import forksocket
+from supervisor.generator import serverunits
 from supervisor.generator.install import install, uninstall
 from supervisor.generator.settings import Settings
-from supervisor.monitor import launch, serverunits
 
 REPO = Path(__file__).resolve().parents[2]
 BLOG = REPO / "units" / "blog" / "blog.yaml"
@@ -38,9 +39,9 @@ def test_written_with_the_first_pod_and_removed_with_the_last(tmp_path: Path, se
     assert set(_install(BLOG, settings, units)) >= SERVER
     socket = (units / "podvisor-conmon.socket").read_text()
     service = (units / "podvisor-conmon.service").read_text()
-    assert f"ListenStream={launch.socket_path()}\n" in socket and "SocketMode=0600" in socket
+    assert f"ListenStream={forksocket.socket_path()}\n" in socket and "SocketMode=0600" in socket
     python = serverunits.unit_word(str(Path(sys.executable).parent / "python3"))
-    assert f"ExecStart={python} -I -m supervisor.monitor.server {launch.socket_path()}\n" in service
+    assert f"ExecStart={python} -I -m supervisor.monitor.server {forksocket.socket_path()}\n" in service
     assert "KillMode=process" in service
     # a second pod: nothing to rewrite; removing one pod keeps the server for the other
     other = tmp_path / "other.yaml"

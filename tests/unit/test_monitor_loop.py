@@ -95,7 +95,10 @@ def test_successes_reset_the_count(pipe) -> None:
 def test_a_stuck_essential_handler_ends_the_loop(pipe) -> None:
     r, w = pipe
     loop = Loop(Recorder())
-    loop.add(r, READ, lambda ev: 1 / 0, essential=True)
+    def stuck(ev: int) -> None:
+        raise ZeroDivisionError("stuck")
+
+    loop.add(r, READ, stuck, essential=True)
     os.write(w, b"x")
     with pytest.raises(LoopFailed, match="ZeroDivisionError"):
         loop.run(lambda: False)
@@ -104,8 +107,13 @@ def test_a_stuck_essential_handler_ends_the_loop(pipe) -> None:
 def test_a_failing_timer_is_reported_and_later_timers_run() -> None:
     rec = Recorder()
     loop = Loop(rec)
-    fired = []
-    loop.call_later(0, lambda: fired.append(1) or [][1])
+    fired: list[int] = []
+
+    def failing() -> None:
+        fired.append(1)
+        raise IndexError("timer")
+
+    loop.call_later(0, failing)
     loop.call_later(0, lambda: fired.append(2))
     loop.run_once(0)
     assert fired == [1, 2]
@@ -119,7 +127,11 @@ def test_a_failing_fault_reporter_does_not_break_the_loop(pipe) -> None:
         raise OSError("diagnostics gone")
 
     loop = Loop(broken_reporter)
-    loop.add(r, READ, lambda ev: os.read(r, 1) and 1 / 0)
+    def failing(ev: int) -> None:
+        os.read(r, 1)
+        raise ZeroDivisionError("handler")
+
+    loop.add(r, READ, failing)
     os.write(w, b"x")
     loop.run_once(0)
     assert loop.fault_count == 1

@@ -1,11 +1,12 @@
 """podvisor-conmon.socket and podvisor-conmon.service: the fork server as systemd starts it, by
-socket activation, where systemd runs (`podvisor install` writes them; see generator/install.py)."""
+socket activation, where systemd runs (`podvisor install` writes them: forkserver.py; by hand:
+`python -I -m supervisor.generator.serverunits DIR`)."""
 from __future__ import annotations
 
 import os
 import sys
 
-from . import launch
+from supervisor.forksocket import socket_path
 
 SOCKET = "podvisor-conmon.socket"
 SERVICE = "podvisor-conmon.service"
@@ -59,8 +60,10 @@ def render() -> dict[str, str]:
     python = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "python3")
     if not os.path.exists(python):
         python = sys.executable
-    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
-    values = {"socket": launch.socket_path(), "python": unit_word(python), "marker": MARKER,
+    # a link for `systemctl help`: the server module of this same installed package
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    doc = os.path.join(package, "monitor", "server.py")
+    values = {"socket": socket_path(), "python": unit_word(python), "marker": MARKER,
               # a URL: only where the path needs no escaping (a checkout may hold blanks)
               "doc": "" if _needs_quoting(doc) else f"Documentation=file://{doc}\n"}
     return {SOCKET: SOCKET_UNIT.format(**values), SERVICE: SERVICE_UNIT.format(**values)}
@@ -76,3 +79,18 @@ def write_units(directory: str) -> list[str]:
         os.rename(tmp, path)
         written.append(path)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -I -m supervisor.generator.serverunits DIR`: write both units into DIR by hand."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -I -m supervisor.generator.serverunits DIR\n")
+        return 2
+    for path in write_units(args[0]):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
