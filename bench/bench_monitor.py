@@ -146,6 +146,22 @@ def memory(pid: int) -> dict[str, int]:
             "threads": st["Threads"], "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def private_by_mapping(pid: int) -> dict[str, int]:
+    """Private kB (clean + dirty) of `pid` per mapping name from /proc/<pid>/smaps, largest first:
+    what a forked monitor copied (anonymous memory is "[anon]")."""
+    out: dict[str, int] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(None, 1)[0]
+        if not first.endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            f = line.split(None, 5)
+            name = os.path.basename(f[5]) if len(f) > 5 and f[5].startswith("/") else (
+                f[5] if len(f) > 5 else "[anon]")
+        elif first in ("Private_Clean:", "Private_Dirty:"):
+            out[name] = out.get(name, 0) + int(line.split()[1])
+    return dict(sorted(((k, v) for k, v in out.items() if v), key=lambda kv: -kv[1]))
+
+
 def check_monitor(name: str, pid: int) -> None:
     """Guard against podman's silent fallback to /usr/bin/conmon: is `pid` the right monitor?"""
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -503,15 +519,18 @@ class Bench:
             before = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
             time.sleep(self.args.idle_seconds)
             after = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
-            row: dict[str, Any] = {"server": server}
+            row: dict[str, Any] = {"server": server, "forked_mappings": private_by_mapping(pids["forked"][0])}
             for k in kinds:
                 row[k] = {m: statistics.mean(x[m] for x in mem[k]) for m in ("vmrss_kb", "pss_kb", "uss_kb")}
                 row[k]["wakeups"] = after[k] - before[k]
+                row[k]["uss_in_start_order"] = [x["uss_kb"] for x in mem[k]]
             if server:  # all the forked monitors together, the server included, per container
                 row["forked"]["pss_with_server_kb"] = row["forked"]["pss_kb"] + server["pss_kb"] / count
             out[str(count)] = row
             log(f"memory at {count}: " + ", ".join(
                 f"{k} USS {row[k]['uss_kb']:.0f} PSS {row[k]['pss_kb']:.0f} kB" for k in kinds))
+            log("a forked monitor's private kB by mapping: " + ", ".join(
+                f"{k} {v}" for k, v in list(row["forked_mappings"].items())[:8]))
             for env in {id(e): e for e in self.mem_envs.values()}.values():
                 env.remove_all()
         self.results["memory_paths"] = out

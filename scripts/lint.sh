@@ -8,11 +8,5 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 PY="$REPO/.venv/bin/python"
 
-# TEMPORARY (issue 14): supervisor/monitor/ and its unit tests are being split on another branch;
-# until that lands they are left out here (and in pyproject.toml's mypy override and
-# tests/unit/test_architecture.py). After the merge, delete these two lines' exclusions.
-RUFF_EXCLUDE=(--extend-exclude supervisor/monitor)
-MYPY_EXCLUDE=(--exclude '^supervisor/monitor/' --exclude '^tests/unit/test_monitor_')
-
-"$PY" -m ruff check "${RUFF_EXCLUDE[@]}" .
-"$PY" -m mypy "${MYPY_EXCLUDE[@]}" supervisor tests bench scripts/vm/checks.py
+"$PY" -m ruff check .
+"$PY" -m mypy supervisor tests bench scripts/vm/checks.py
