@@ -11,6 +11,8 @@ from typing import Any
 from supervisor.errors import UserError, run
 
 GENERATOR_SCRIPT = Path("/etc/systemd/system-generators/podvisor-generator")
+# systemd reads user generators from system directories only: one script serves every user
+USER_GENERATOR_SCRIPT = Path("/etc/systemd/user-generators/podvisor-user-generator")
 
 
 def _warn(warnings: list[Any]) -> None:
@@ -63,6 +65,23 @@ def _load_settings(args: argparse.Namespace) -> Any:
                 monitor=args.monitor, podman_global_args=tuple(args.podman_arg) if args.podman_arg else None)
 
 
+def _add_install_generator(subparsers: Any) -> None:
+    ig = subparsers.add_parser("install-generator",
+                               help="install the systemd generator for /etc/containers/systemd/",
+                               description="Write a systemd generator script that turns pod definitions in "
+                                           "/etc/containers/systemd/ into units at every daemon-reload. With "
+                                           "--user (as root), the user generator: every user's "
+                                           "~/.config/containers/systemd/ and /etc/containers/systemd/users/ "
+                                           "become that user's units, as with Quadlet.")
+    ig.add_argument("--path", type=Path, default=None,
+                    help=f"default: {GENERATOR_SCRIPT}; with --user {USER_GENERATOR_SCRIPT}")
+    ig.add_argument("--user", action="store_true",
+                    help="the user generator (systemd --user runs it as each user); needs root, like any "
+                         "file in /etc/systemd/user-generators/")
+    _settings_options(ig)
+    ig.set_defaults(handler=_install_generator)
+
+
 def register(subparsers: Any) -> None:
     gen = subparsers.add_parser(
         "generate", help="write the systemd units of a pod definition to a directory",
@@ -104,13 +123,7 @@ def register(subparsers: Any) -> None:
     _user_option(un)
     un.set_defaults(handler=_uninstall)
 
-    ig = subparsers.add_parser("install-generator",
-                               help="install the systemd generator for /etc/containers/systemd/",
-                               description="Write a systemd generator script that turns pod definitions in "
-                                           "/etc/containers/systemd/ into units at every daemon-reload.")
-    ig.add_argument("--path", type=Path, default=GENERATOR_SCRIPT)
-    _settings_options(ig)
-    ig.set_defaults(handler=_install_generator)
+    _add_install_generator(subparsers)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -191,20 +204,29 @@ def _install_generator(args: argparse.Namespace) -> int:
     from .install import ensure_containers_conf
     from .settings import MARKER, SETTINGS_FILE, dumps
 
-    settings = _settings(args)
+    settings = _load_settings(args)  # the user generator makes them user settings, per user
+    path = args.path or (USER_GENERATOR_SCRIPT if args.user else GENERATOR_SCRIPT)
     try:
-        # the generator may not write /etc itself, and its units name this file
-        if ensure_containers_conf(settings):
+        # the generator may not write /etc itself, and its units name this file (a user generator
+        # writes each user's beside its units)
+        if not args.user and ensure_containers_conf(settings):
             print(f"wrote {settings.containers_conf}")
         # the generator has no command line: it reads these settings (ours are kept up to date)
         conf = SETTINGS_FILE
         ours = not conf.exists() or conf.read_text().startswith(MARKER)
         if ours and writer.commit(conf.parent, {conf.name: dumps(settings)}):
             print(f"wrote {conf}")
-        writer.commit(args.path.parent, {args.path.name: generator_script()}, mode=0o755)
+        writer.commit(path.parent, {path.name: generator_script()}, mode=0o755)
+    except PermissionError as e:
+        hint = "; run it as root (systemd has no per-user generator directory)" if args.user else ""
+        raise UserError(f"{e.filename or path}: {e.strerror or e}{hint}") from None
     except OSError as e:
-        raise UserError(f"{args.path}: {e.strerror or e}") from None
-    print(f"wrote {args.path}; it runs at every `systemctl daemon-reload` and at boot")
+        raise UserError(f"{path}: {e.strerror or e}") from None
+    if args.user:
+        print(f"wrote {path}; every user manager runs it at `systemctl --user daemon-reload` and at its start: "
+              "pod definitions in ~/.config/containers/systemd/ become that user's units")
+    else:
+        print(f"wrote {path}; it runs at every `systemctl daemon-reload` and at boot")
     return 0
 
 

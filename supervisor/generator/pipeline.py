@@ -12,6 +12,7 @@ from supervisor.pods.model import DefinitionError, Diagnostic, Pod
 
 from .render import RenderedUnit, RenderError, render_pod
 from .settings import Settings
+from .units import wanted_by
 
 
 class GenerateError(UserError):
@@ -23,6 +24,7 @@ class Generated:
     pods: list[Pod]
     units: list[RenderedUnit]
     warnings: list[Diagnostic] = field(default_factory=list)
+    user: bool = False  # units for a user manager (settings.user)
 
     def files(self) -> dict[str, str]:
         return {u.name: u.text for u in self.units}
@@ -32,7 +34,7 @@ class Generated:
         links = {}
         for p in self.pods:
             unit = naming.pod_unit(p.name)
-            for kind, target in [("wants", t) for t in p.wanted_by] + _installed_by(p):
+            for kind, target in [("wants", t) for t in wanted_by(p, self.user)] + _installed_by(p):
                 links[f"{target}.{kind}/{unit}"] = f"../{unit}"
             if p.sockets:  # socket activation: armed at boot, like an enabled sockets target
                 target = naming.sockets_target(p.name)
@@ -65,7 +67,7 @@ def build(pod_list: list[Pod], warnings: list[Diagnostic], settings: Settings, *
             if not result.ok:
                 raise GenerateError(f"{pod_list[0].source}: the generated units fail systemd-analyze verify:\n"
                                     + "\n".join(f"  {p}" for p in result.problems))
-    return Generated(pod_list, units, warnings)
+    return Generated(pod_list, units, warnings, settings.user)
 
 
 def generate(path: Path, settings: Settings, *, verify: bool = True, host_checks: bool = False,

@@ -94,9 +94,9 @@ def _systemctl(settings: Settings) -> list[str]:
     return [settings.systemctl, "--user"] if settings.user else [settings.systemctl]
 
 
-def _wanted_by(pod: Pod, settings: Settings) -> tuple[str, ...]:
+def wanted_by(pod: Pod, user: bool) -> tuple[str, ...]:
     """A user manager has default.target where the system has multi-user.target."""
-    if settings.user:
+    if user:
         return tuple("default.target" if t == "multi-user.target" else t for t in pod.wanted_by)
     return pod.wanted_by
 
@@ -114,7 +114,7 @@ def plan(pod: Pod, settings: Settings) -> list[UnitContext]:
         "members": " ".join(members),
         "start": escape.command([*_systemctl(settings), "start", *members]),
         "stop": escape.command([*_systemctl(settings), "stop", *members]),
-        "wanted_by": " ".join(escape.word(t, command=False) for t in _wanted_by(pod, settings)),
+        "wanted_by": " ".join(escape.word(t, command=False) for t in wanted_by(pod, settings.user)),
         "extra_unit": _extra(pod.unit_lines.unit),
         "extra_install": _extra(pod.unit_lines.install),
     })
