@@ -2,7 +2,7 @@
 """podvisor-conmon vs /usr/bin/conmon 2.1.6, side by side in one run, through real podman.
 
 Both monitors share one private podman store (the busybox image is imported once); each has its
-own containers.conf (`conmon_path`) from supervisor.testenv.make_env. Every measurement alternates
+own containers.conf (`conmon_path`) from supervisor.lab.testenv.make_env. Every measurement alternates
 between the two monitors, so load from other work on the machine hits both alike; the order
 within each pair flips every round (c,p, p,c, c,p …) so neither always profits from the other's
 warm caches.
@@ -59,7 +59,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout: the interpreter need not have podvisor installed
-from supervisor.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
+os.environ.setdefault("PODVISOR_CHECKOUT", str(REPO))  # the lab's checkout (supervisor/lab/checkout.py)
+from supervisor.lab.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
 
 CONMON = "/usr/bin/conmon"
 NAMES = ("conmon", "podvisor")
@@ -67,8 +68,8 @@ MB = 1_000_000
 TICK = os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36
 
-TARGET_LATENCY = 1.10      # podvisor median ≤ 1.10 × conmon's
-TARGET_THROUGHPUT = 1.5    # podvisor MB/s ≥ 1.5 × conmon's
+TARGET_LATENCY = 1.10      # podvisor median <= 1.10 x conmon's
+TARGET_THROUGHPUT = 1.5    # podvisor MB/s >= 1.5 x conmon's
 
 FULL = dict(runs=30, reps=3, log_mb=200, containers=5, idle_seconds=10.0, warmup=2)
 QUICK = dict(runs=5, reps=1, log_mb=60, containers=2, idle_seconds=3.0, warmup=1)
@@ -143,6 +144,22 @@ def memory(pid: int) -> dict[str, int]:
     return {"vmrss_kb": st["VmRSS"], "rss_anon_kb": st.get("RssAnon", 0),
             "pss_kb": roll["Pss"], "uss_kb": roll["Private_Clean"] + roll["Private_Dirty"],
             "threads": st["Threads"], "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def private_by_mapping(pid: int) -> dict[str, int]:
+    """Private kB (clean + dirty) of `pid` per mapping name from /proc/<pid>/smaps, largest first:
+    what a forked monitor copied (anonymous memory is "[anon]")."""
+    out: dict[str, int] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(None, 1)[0]
+        if not first.endswith(":"):  # a mapping's header: range perms offset dev inode [path]
+            f = line.split(None, 5)
+            name = os.path.basename(f[5]) if len(f) > 5 and f[5].startswith("/") else (
+                f[5] if len(f) > 5 else "[anon]")
+        elif first in ("Private_Clean:", "Private_Dirty:"):
+            out[name] = out.get(name, 0) + int(line.split()[1])
+    return dict(sorted(((k, v) for k, v in out.items() if v), key=lambda kv: -kv[1]))
 
 
 def check_monitor(name: str, pid: int) -> None:
@@ -225,6 +242,8 @@ def monitor_cpu(pid: int, timeout: float = 120) -> dict[str, Any]:
             time.sleep(0.002)
         if st is None:
             return {"cpu_s": None, "method": "gone"}
+    if st is None:
+        return {"cpu_s": None, "method": "gone"}
     ticks = (st["utime"] + st["stime"]) / TICK
     return {"cpu_s": ns / 1e9 if ns is not None else ticks, "method": method,
             "user_s": st["utime"] / TICK, "sys_s": st["stime"] / TICK,  # 10 ms ticks, split is
@@ -355,7 +374,7 @@ class Bench:
             dt = time.perf_counter() - t0
             if i >= a.warmup:  # the first rounds warm page cache, image mounts, bytecode
                 samples[name].append(dt)
-        out = {"samples": samples, **{n: summary(samples[n]) for n in NAMES}}
+        out: dict[str, Any] = {"samples": samples, **{n: summary(samples[n]) for n in NAMES}}
         out["ratio"] = out["podvisor"]["median"] / out["conmon"]["median"]
         log(f"{label}: conmon {out['conmon']['median'] * 1e3:.0f} ms, "
             f"podvisor {out['podvisor']['median'] * 1e3:.0f} ms")
@@ -471,7 +490,7 @@ class Bench:
         out_mem["ratio_pss"] = out_mem["podvisor"]["pss_kb"] / out_mem["conmon"]["pss_kb"]
         self.results["memory"] = out_mem
         self.results["idle"] = {"seconds": a.idle_seconds, **{
-            n: {"per_monitor": [y - x for x, y in zip(before[n], after[n])],
+            n: {"per_monitor": [y - x for x, y in zip(before[n], after[n], strict=True)],
                 "total": sum(after[n]) - sum(before[n])} for n in NAMES}}
         log(f"memory RSS conmon {out_mem['conmon']['vmrss_kb']:.0f} kB, podvisor "
             f"{out_mem['podvisor']['vmrss_kb']:.0f} kB; idle wake-ups conmon "
@@ -500,15 +519,18 @@ class Bench:
             before = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
             time.sleep(self.args.idle_seconds)
             after = {k: sum(ctx_switches(p) for p in pids[k]) for k in kinds}
-            row: dict[str, Any] = {"server": server}
+            row: dict[str, Any] = {"server": server, "forked_mappings": private_by_mapping(pids["forked"][0])}
             for k in kinds:
                 row[k] = {m: statistics.mean(x[m] for x in mem[k]) for m in ("vmrss_kb", "pss_kb", "uss_kb")}
                 row[k]["wakeups"] = after[k] - before[k]
+                row[k]["uss_in_start_order"] = [x["uss_kb"] for x in mem[k]]
             if server:  # all the forked monitors together, the server included, per container
                 row["forked"]["pss_with_server_kb"] = row["forked"]["pss_kb"] + server["pss_kb"] / count
             out[str(count)] = row
             log(f"memory at {count}: " + ", ".join(
                 f"{k} USS {row[k]['uss_kb']:.0f} PSS {row[k]['pss_kb']:.0f} kB" for k in kinds))
+            log("a forked monitor's private kB by mapping: " + ", ".join(
+                f"{k} {v}" for k, v in list(row["forked_mappings"].items())[:8]))
             for env in {id(e): e for e in self.mem_envs.values()}.values():
                 env.remove_all()
         self.results["memory_paths"] = out
@@ -564,7 +586,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """Print the table; return the list of targets missed."""
     if "run" not in res:
         return report_memory(res) if "memory_paths" in res else []
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     missed: list[str] = []
 
     def verdict(ok: bool, what: str) -> str:
@@ -619,7 +641,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
 
     head = ("metric", "conmon", "podvisor", "ratio", "target", "")
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(6)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     path = "started directly" if args.direct else "forked by the fork server"
     print(f"\npodvisor-conmon ({args.monitor}, {path}) vs conmon 2.1.6 ({CONMON}); "
           "ratio = podvisor/conmon")

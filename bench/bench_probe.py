@@ -17,7 +17,7 @@ warm-up we read, over --seconds:
 (--health-cmd, interval disabled so no timer is made): CPU per run (getrusage of children) and
 the peak RSS of one run (ru_maxrss of the children).
 
-Stdlib only; supervisor/testenv.py makes the private store. Containers and the store (DIR/pvp-*)
+Stdlib only; supervisor/lab/testenv.py makes the private store. Containers and the store (DIR/pvp-*)
 are removed at the end. Run as root:  python3 bench/bench_probe.py [--quick] [--json FILE]
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from supervisor.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
+os.environ.setdefault("PODVISOR_CHECKOUT", str(REPO))  # the lab's checkout (supervisor/lab/checkout.py)
+from supervisor.lab.testenv import PodmanEnv, ensure_busybox_image, make_env  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 HTTPD = ["sh", "-c", "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"]

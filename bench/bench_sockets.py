@@ -27,12 +27,14 @@ import statistics
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("PODVISOR_CHECKOUT", str(REPO))  # the lab's checkout (supervisor/lab/checkout.py)
 
-from supervisor.images import BLOG_IMAGE, ensure_image  # noqa: E402
-from supervisor.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from supervisor.lab.images import BLOG_IMAGE, ensure_image  # noqa: E402
+from supervisor.lab.sandbox import Sandbox, SandboxConfig  # noqa: E402
 
 CONMON = "/usr/bin/conmon"
 CLIENT = r"""
@@ -83,7 +85,7 @@ def main() -> int:
     (work / "client.py").write_text(CLIENT)
     (work / "blog.yaml").write_text((REPO / "units" / "blog-sockets" / "blog.yaml").read_text())
     monitors = {"conmon": CONMON, "podvisor": opts.monitor}
-    samples: dict[str, list[dict[str, object]]] = {k: [] for k in monitors}
+    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in monitors}
     sb = Sandbox(SandboxConfig(name=f"pvb-sock-{uuid.uuid4().hex[:6]}", conmon_path=opts.monitor))
     sb.start()
     try:
@@ -97,7 +99,8 @@ def main() -> int:
                 out = sh(sb, f"{sys.executable} {work}/client.py {opts.warm}")
                 sample = json.loads(out.strip().splitlines()[-1])
                 # the proxy's unit's main process is the monitor under test
-                used = sh(sb, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value pod-blog@proxy.service)/cmdline")
+                used = sh(sb, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value "
+                              "pod-blog@proxy.service)/cmdline")
                 if ("supervisor.monitor" in used) != (key == "podvisor"):
                     raise SystemExit(f"{key}: the proxy's monitor is {used[:120]!r}")
                 # where the cold time went, by systemd's clock: from the start of the pod's start

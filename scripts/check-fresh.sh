@@ -18,4 +18,5 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/scripts/install.sh"
 cd "$REPO"
-exec "$REPO/.venv/bin/python" -m supervisor.freshcheck "$@"
+export PODVISOR_CHECKOUT=$REPO  # the tree the check copies (supervisor/lab/checkout.py)
+exec "$REPO/.venv/bin/python" -m supervisor.lab.freshcheck "$@"

@@ -5,5 +5,6 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/scripts/install.sh"
-cd "$REPO"  # from any directory: `-m` then imports this checkout's supervisor (its units/ and images)
-exec "$REPO/.venv/bin/python" -m supervisor.demo "$@"
+cd "$REPO"
+export PODVISOR_CHECKOUT=$REPO  # the lab's units/blog and image files (supervisor/lab/checkout.py)
+exec "$REPO/.venv/bin/python" -m supervisor.lab.demo "$@"

@@ -22,6 +22,7 @@ PACKAGES=(
     systemd systemd-container dbus       # systemctl, journalctl, systemd-analyze, systemd-socket-activate; nspawn for
                                          # the sandbox; D-Bus for pystemd and cgroup_manager=systemd
     util-linux procps                    # nsenter, setpriv, mount (sandbox, tests); pgrep
+    iproute2                             # tests: ss (who listens on a socket-activated port)
     busybox-static                       # the test image's only binary
     nginx-light                          # the example pod's web server (copied into its image)
     tmux curl                            # tests: terminals (run -it, attach, exec -it); HTTP

@@ -7,6 +7,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$REPO/scripts/install.sh"
 cd "$REPO"
+export PODVISOR_CHECKOUT=$REPO  # the lab's checkout (supervisor/lab/checkout.py); tests/conftest.py sets it too
 
 # catatonit makes itself a child subreaper, so the monitors podman double-forks are reaped when they
 # exit (PID 1 on these machines reaps orphans only lazily, seconds later); it passes pytest's exit

@@ -1,170 +1,58 @@
-"""`podvisor`: the management command. Thin on purpose: parse, call one module, print.
+"""`podvisor`: the management command, the top layer. Thin on purpose: parse, call one module, print.
 
 Adding a subcommand: write ``_add_<name>(subparsers)`` that builds its parser and sets
 ``handler`` (a function ``Namespace -> int``), and list it in ``_COMMANDS``. Import the module
 that does the work inside the handler, so one subcommand's dependencies (jinja2, pystemd, ...)
-never slow down or break another. Expected failures become ``podvisor: error: ...`` and exit 1:
-raise CommandError, or decorate the handler with ``@_reporting("module:ErrorClass")``.
+never slow down or break another. Expected failures are supervisor.errors.UserError (each package
+has its subclasses): ``podvisor: error: ...`` and exit 1.
 
 No traceback ever reaches a user: anything unexpected becomes ``podvisor: error: internal
-error: ...`` and exit 70 (EX_SOFTWARE); ``-v`` adds the traceback for a bug report.
+error: ...`` and exit 70 (EX_SOFTWARE); ``-v`` adds the traceback for a bug report. Both are
+supervisor.errors.run, the one reporting wrapper of every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
+from supervisor.errors import EXIT_ERROR, EXIT_INTERNAL, Handler, run
 from supervisor.generator.command import register as _add_generator
 from supervisor.manage.command import register as _add_manage
+from supervisor.probes.command import register as _add_probes
 
-if TYPE_CHECKING:
-    from supervisor.sandbox import Sandbox
+__all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "Handler", "build_parser", "main"]
 
 Subparsers = Any  # argparse's _SubParsersAction is private; nothing useful to type here
-Handler = Callable[[argparse.Namespace], int]
-
-EXIT_ERROR = 1  # argparse itself exits with 2 on usage errors
-EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug of ours, not the user's input
+LAB_COMMANDS = ("sandbox",)  # supervisor.lab.command.COMMANDS (tests/unit/test_architecture.py checks)
 
 
-class CommandError(Exception):
-    """A failure to report as `podvisor: error: ...` with a non-zero exit status."""
+def _add_lab(subparsers: Subparsers) -> None:
+    """Listed in the help; main() hands these to supervisor.lab.command, imported only then."""
+    for name in LAB_COMMANDS:
+        p = subparsers.add_parser(name, add_help=False, help="(the lab) a throwaway real-systemd machine for tests "
+                                  "(systemd-nspawn); see podvisor sandbox --help")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(handler=lambda args: _lab([args.command_name, *args.rest]))
 
 
-def _reporting(error: str) -> Callable[[Handler], Handler]:
-    """Turn the module's own error class (module:Class, imported lazily) into CommandError."""
-    module_name, class_name = error.split(":")
+def _lab(argv: list[str]) -> int:
+    # the one import of the lab by the product, and only when a lab command runs
+    from supervisor.lab import command
 
-    def wrap(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        def run(args: argparse.Namespace) -> int:
-            error_class = getattr(importlib.import_module(module_name), class_name)
-            try:
-                return handler(args)
-            except error_class as e:
-                raise CommandError(str(e)) from e
-        return run
-    return wrap
-
-
-# --------------------------------------------------------------------------- sandbox
-
-
-def _add_sandbox(subparsers: Subparsers) -> None:
-    sandbox = subparsers.add_parser(
-        "sandbox", help="a throwaway real-systemd machine for tests (systemd-nspawn)",
-        description="Boot systemd in a systemd-nspawn container over a RAM copy-on-write view of /.")
-    actions = sandbox.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--name", default=None, help="sandbox name (default: podvisor-sandbox)")
-    common.add_argument("--state-dir", type=Path, help="state directory (default: /run/podvisor-sandbox/NAME)")
-
-    start = actions.add_parser("start", parents=[common], help="boot it; returns once systemd is up")
-    start.add_argument("--storage-dir", type=Path, help="podman storage: a host dir bound at "
-                       "/var/lib/containers/storage (default: /var/tmp/podvisor-sandbox/NAME/storage)")
-    start.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS")
-    start.add_argument("--stop-timeout", type=float, default=30.0, metavar="SECONDS",
-                       help="how long stop waits for the orderly halt (recorded for later stops)")
-    start.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]", help="extra read-write bind mount")
-    start.add_argument("--bind-ro", action="append", default=[], metavar="SRC[:DST]", help="extra read-only bind mount")
-    start.add_argument("--keep-storage", action="store_true", help="keep the podman storage dir at stop (image cache)")
-    start.add_argument("--conmon-path", help="podman's conmon_path inside "
-                       "(default: podvisor-conmon next to this Python, else /usr/bin/conmon)")
-    start.set_defaults(handler=_sandbox_start)
-
-    for action, help_text in (("exec", "run CMD inside with this terminal; exits with its status"),
-                              ("run", "run CMD inside, capture and then print its output; exits with its status")):
-        p = actions.add_parser(action, parents=[common], help=help_text)
-        p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]")
-        p.set_defaults(handler=_sandbox_exec if action == "exec" else _sandbox_run)
-
-    stop = actions.add_parser("stop", parents=[common], help="halt and remove everything (no-op when stopped)")
-    stop.add_argument("--keep-storage", action="store_true", default=None, help="keep the podman storage dir")
-    stop.set_defaults(handler=_sandbox_stop)
-
-    status = actions.add_parser("status", parents=[common],
-                                help="print running|starting|stopping|broken|stopped; exit 0|0|0|4|3")
-    status.set_defaults(handler=_sandbox_status)
-
-
-def _sandbox(args: argparse.Namespace, **extra: Any) -> Sandbox:
-    from supervisor import sandbox
-
-    config = sandbox.SandboxConfig(name=args.name or sandbox.DEFAULT_NAME, state_dir=args.state_dir, **extra)
-    return sandbox.Sandbox(config)
-
-
-@_reporting("supervisor.sandbox:SandboxError")
-def _sandbox_start(args: argparse.Namespace) -> int:
-    from supervisor.sandbox import Bind
-
-    binds = tuple(Bind.parse(b) for b in args.bind) + tuple(Bind.parse(b, readonly=True) for b in args.bind_ro)
-    sb = _sandbox(args, storage_dir=args.storage_dir, boot_timeout=args.boot_timeout,
-                  stop_timeout=args.stop_timeout, binds=binds, keep_storage=args.keep_storage,
-                  conmon_path=args.conmon_path)
-    report = sb.start()
-    print(f"sandbox {sb.name} is {report.system_state} after {report.seconds_to_ready:.2f}s "
-          f"(systemd started after {report.seconds_to_systemd:.2f}s)")
-    if report.failed_units:
-        print(f"failed units: {' '.join(report.failed_units)}", file=sys.stderr)
-    return 0
-
-
-def _command(args: argparse.Namespace) -> list[str]:
-    cmd = list(args.command)
-    if cmd[:1] == ["--"]:
-        cmd = cmd[1:]
-    if not cmd:
-        raise CommandError(f"sandbox {args.action}: no command given")
-    return cmd
-
-
-@_reporting("supervisor.sandbox:SandboxError")
-def _sandbox_exec(args: argparse.Namespace) -> NoReturn:
-    argv, env = _sandbox(args).command(_command(args), os.environ.get("TERM"))
-    sys.stdout.flush()
-    os.execve(argv[0], argv, env)  # become nsenter: signals, the tty and the exit status pass straight through
-
-
-@_reporting("supervisor.sandbox:SandboxError")
-def _sandbox_run(args: argparse.Namespace) -> int:
-    res = _sandbox(args).run(_command(args), timeout=None)
-    sys.stdout.write(res.stdout)
-    sys.stderr.write(res.stderr)
-    return res.returncode if res.returncode >= 0 else 128 - res.returncode
-
-
-@_reporting("supervisor.sandbox:SandboxError")
-def _sandbox_stop(args: argparse.Namespace) -> int:
-    sb = _sandbox(args)
-    seconds = sb.stop(keep_storage=args.keep_storage)
-    print(f"sandbox {sb.name} stopped in {seconds:.2f}s" if seconds else f"sandbox {sb.name} is not running")
-    return 0
-
-
-@_reporting("supervisor.sandbox:SandboxError")
-def _sandbox_status(args: argparse.Namespace) -> int:
-    st = _sandbox(args).status()
-    pids = f" nspawn={st.nspawn_pid} systemd={st.systemd_pid}" if st.nspawn_pid else ""
-    print(f"{st.state}{pids}{': ' + st.detail if st.detail else ''}")
-    return {"running": 0, "starting": 0, "stopping": 0, "stopped": 3}.get(st.state, 4)
+    return command.main(argv)
 
 
 # --------------------------------------------------------------------------- wiring
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _add_sandbox,
+    _add_lab,
     _add_generator,
+    _add_probes,
     _add_manage,
 )
 
@@ -184,25 +72,14 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(format="podvisor: %(message)s", level=logging.INFO if args.verbose else logging.WARNING)
-    handler: Handler = args.handler
+    args = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return handler(args)
-    except CommandError as e:  # expected failures carry a message for humans; anything else is a bug
-        print(f"podvisor: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        if args.verbose:
-            import traceback
-
-            traceback.print_exc()
-        print(f"podvisor: error: internal error: {type(e).__name__}: {e}"
-              + ("" if args.verbose else " (run with -v for the details)"), file=sys.stderr)
-        return EXIT_INTERNAL
+        if next((a for a in args if a not in ("-v", "--verbose")), None) in LAB_COMMANDS:
+            return _lab(args)  # the lab parses its own options (and -h)
+        ns = build_parser().parse_args(args)
+        logging.basicConfig(format="podvisor: %(message)s", level=logging.INFO if ns.verbose else logging.WARNING)
+        return run(ns.handler, ns, verbose=ns.verbose)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .errors import UserError
+
 SYSTEMD = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
@@ -28,7 +30,7 @@ RELOAD_TIMEOUT = 180.0  # seconds: systemctl daemon-reload's limit (twice the de
 JobCallback = Callable[[int, str, str, str], None]  # id, job path, unit, result
 
 
-class SystemdError(Exception):
+class SystemdError(UserError):
     """systemd is unreachable or refused: the message is for humans."""
 
 

@@ -15,12 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image, make_env
+
+# the lab finds units/blog and the git tree here (supervisor/lab/checkout.py); subprocesses inherit it
+os.environ.setdefault("PODVISOR_CHECKOUT", str(Path(__file__).resolve().parents[1]))
 
 CONMON = "/usr/bin/conmon"
 # Time limits and waits are multiplied by PODVISOR_TEST_TIME_SCALE (default 1): the check VM runs
@@ -48,6 +52,35 @@ def podvisor_conmon() -> tuple[str | None, str]:
         why = (out.stdout + out.stderr).strip().splitlines()[-1:] or ["no output"]
         return None, f"{path} --version is not 'conmon version >= 2.0.1' (rc {out.returncode}: {why[0]})"
     return str(Path(path).absolute()), ""
+
+
+ALLOW_SKIPS = os.environ.get("PODVISOR_ALLOW_SKIPS") == "1"  # a dev machine without the monitor, say
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_podvisor_skip(reason): this test's [podvisor...] parameters "
+                                       "may skip (the reason says why that is not a hole in the suite)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A skipped [podvisor...] parameter fails: half of a comparison silently not run is a hole, not
+    a pass. Allowed where a skip/skipif mark skips every parameter alike, where the test is marked
+    allow_podvisor_skip, or with PODVISOR_ALLOW_SKIPS=1."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    if (not report.skipped or hasattr(report, "wasxfail") or ALLOW_SKIPS or callspec is None
+            or "podvisor" not in callspec.id or item.get_closest_marker("allow_podvisor_skip")):
+        return
+    marks = [m for m in item.iter_markers() if m.name == "skip"
+             or (m.name == "skipif" and any(bool(a) for a in m.args if not isinstance(a, str)))]
+    if marks:
+        return  # the whole test is skipped, every monitor alike
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (f"[{callspec.id}] was skipped ({reason}): the podvisor half of the suite must run "
+                       "(PODVISOR_ALLOW_SKIPS=1 allows it on purpose)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

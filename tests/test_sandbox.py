@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import (
+from supervisor.lab.sandbox import (
     Bind,
     Sandbox,
     SandboxConfig,
@@ -274,7 +274,7 @@ def test_full_cycle_leaves_nothing_behind() -> None:
     assert footprint.leftovers() == []
     assert sb.status().state == "stopped"
     assert sb.stop() == 0.0  # already stopped: no-op
-    assert boot < 5.0, f"boot took {boot:.2f}s"
+    # how long boot and halt take is a figure, not an assert: bench/bench_sandbox.py
 
 
 @needs_sandbox

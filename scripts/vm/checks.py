@@ -46,8 +46,8 @@ events_logger = "journald"
 """
 
 # open for the whole run, line-buffered: what was written survives a VM killed by the time-out
-results = open(OUT / "results.txt", "w", buffering=1)  # noqa: SIM115
-timings = open(OUT / "timings.txt", "w", buffering=1)  # noqa: SIM115
+results = open(OUT / "results.txt", "w", buffering=1)
+timings = open(OUT / "timings.txt", "w", buffering=1)
 
 
 def uptime() -> float:
@@ -112,7 +112,8 @@ def demo() -> None:
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text("[Service]\nTimeoutStartSec=600\n")
     t0 = time.monotonic()
-    rc, out = run_logged([sys.executable, "-m", "supervisor.demo"], 900, cwd=REPO)
+    rc, out = run_logged([sys.executable, "-m", "supervisor.lab.demo"], 900, cwd=REPO,
+                         env={**os.environ, "PODVISOR_CHECKOUT": str(REPO)})
     took = time.monotonic() - t0
     host_path = "installing the blog pod on this host" in out
     started = next((line.split("demo: ")[1] for line in out.splitlines() if " started in " in line), "")
@@ -172,7 +173,8 @@ def suite(name: str, tests: list[str], extra_env: dict[str, str]) -> None:
     """One pytest run (its start-up alone costs half a minute under emulation)."""
     xml = OUT / f"{name}.xml"
     # waits and time limits of the tests x10: emulation is ~25x slower (more on a busy host)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PODVISOR_TEST_TIME_SCALE": "10", **extra_env}
+    env = {**os.environ, "PODVISOR_CHECKOUT": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
+           "PODVISOR_TEST_TIME_SCALE": "10", **extra_env}
     t0 = time.monotonic()
     # catatonit: a child subreaper for the monitors podman double-forks (as scripts/test.sh);
     # hypothesis' plugin: none of these tests uses it, and importing it is slow here

@@ -2,7 +2,7 @@
 # A Debian root for the check VM: debootstrapped once from Debian's package registry and cached
 # under /var/tmp/podvisor-vm-rootfs/SUITE, then refreshed on every call: the VM kernel's modules,
 # a copy of this checkout at /podvisor-src, and scripts/install.sh run inside (chroot) - which
-# proves install.sh on that release. Prints the root's path. (Issue 9's supervisor/rootfs.py
+# proves install.sh on that release. Prints the root's path. (Issue 9's supervisor/lab/rootfs.py
 # caches debootstrapped tarballs for check-fresh.sh; the debootstrap step belongs there once
 # both have landed.)
 set -euo pipefail

@@ -1,37 +1,18 @@
-"""The generator's `podvisor` subcommands: generate, install, uninstall, install-generator, and
-ready-probe (run by units, not people). `register(subparsers)` is what supervisor/cli.py calls;
-the work modules are imported inside the handlers so other subcommands never pay for jinja2/yaml.
-"""
+"""The generator's `podvisor` subcommands: generate, install, uninstall, install-generator.
+`register(subparsers)` is what supervisor/cli.py calls; the work modules are imported inside the
+handlers so other subcommands never pay for jinja2/yaml."""
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from supervisor.errors import UserError, run
+
 GENERATOR_SCRIPT = Path("/etc/systemd/system-generators/podvisor-generator")
-
-
-class Failure(Exception):
-    """An expected failure: `podvisor: error: <message>`, exit status 1. (Reported here, not by
-    supervisor.cli.CommandError, so it also works when cli runs as __main__ with its own copy.)"""
-
-
-def _error(message: str) -> Exception:
-    return Failure(message)
-
-
-def _reporting(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except Failure as e:
-            print(f"podvisor: error: {e}", file=sys.stderr)
-            return 1
-    return run
+# systemd reads user generators from system directories only: one script serves every user
+USER_GENERATOR_SCRIPT = Path("/etc/systemd/user-generators/podvisor-user-generator")
 
 
 def _warn(warnings: list[Any]) -> None:
@@ -78,14 +59,27 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _load_settings(args: argparse.Namespace) -> Any:
-    from .settings import SettingsError, load
+    from .settings import load
 
-    try:
-        return load(args.settings, podman=args.podman, podvisor=args.podvisor, containers_conf=args.containers_conf,
-                    monitor=args.monitor,
-                    podman_global_args=tuple(args.podman_arg) if args.podman_arg else None)
-    except SettingsError as e:
-        raise _error(str(e)) from None
+    return load(args.settings, podman=args.podman, podvisor=args.podvisor, containers_conf=args.containers_conf,
+                monitor=args.monitor, podman_global_args=tuple(args.podman_arg) if args.podman_arg else None)
+
+
+def _add_install_generator(subparsers: Any) -> None:
+    ig = subparsers.add_parser("install-generator",
+                               help="install the systemd generator for /etc/containers/systemd/",
+                               description="Write a systemd generator script that turns pod definitions in "
+                                           "/etc/containers/systemd/ into units at every daemon-reload. With "
+                                           "--user (as root), the user generator: every user's "
+                                           "~/.config/containers/systemd/ and /etc/containers/systemd/users/ "
+                                           "become that user's units, as with Quadlet.")
+    ig.add_argument("--path", type=Path, default=None,
+                    help=f"default: {GENERATOR_SCRIPT}; with --user {USER_GENERATOR_SCRIPT}")
+    ig.add_argument("--user", action="store_true",
+                    help="the user generator (systemd --user runs it as each user); needs root, like any "
+                         "file in /etc/systemd/user-generators/")
+    _settings_options(ig)
+    ig.set_defaults(handler=_install_generator)
 
 
 def register(subparsers: Any) -> None:
@@ -129,26 +123,12 @@ def register(subparsers: Any) -> None:
     _user_option(un)
     un.set_defaults(handler=_uninstall)
 
-    ig = subparsers.add_parser("install-generator",
-                               help="install the systemd generator for /etc/containers/systemd/",
-                               description="Write a systemd generator script that turns pod definitions in "
-                                           "/etc/containers/systemd/ into units at every daemon-reload.")
-    ig.add_argument("--path", type=Path, default=GENERATOR_SCRIPT)
-    _settings_options(ig)
-    ig.set_defaults(handler=_install_generator)
-
-    probe = subparsers.add_parser("ready-probe", help="(used by units) run a container, then its readiness "
-                                                      "probe, and tell systemd when it is ready")
-    from . import probe as probe_module  # stdlib only
-
-    probe_module.add_arguments(probe)
-    probe.set_defaults(handler=probe_module.main)
+    _add_install_generator(subparsers)
 
 
-@_reporting
 def _generate(args: argparse.Namespace) -> int:
     from . import pipeline, writer
-    from .install import InstallError, installed_units
+    from .install import installed_units
 
     settings = _settings(args)
     try:
@@ -156,28 +136,25 @@ def _generate(args: argparse.Namespace) -> int:
         files = gen.files()
         stale = [n for p in gen.pods for n in installed_units(p.name, args.output) if n not in files]
         writer.commit(args.output, files, remove=stale)
-    except (pipeline.GenerateError, InstallError) as e:
-        raise _error(str(e)) from None
     except OSError as e:
-        raise _error(f"{args.output}: {e.strerror or e}; nothing written") from None
+        raise UserError(f"{args.output}: {e.strerror or e}; nothing written") from None
     _warn(gen.warnings)
     for name in files:
         print(args.output / name)
     return 0
 
 
-@_reporting
 def _install(args: argparse.Namespace) -> int:
-    from .install import InstallError, install
+    from supervisor.pods import naming
+
+    from .install import install
 
     settings = _settings(args)
     try:
         report = install(args.file, settings, unit_dir=_unit_dir(args), reload=not args.no_reload,
                          enable=args.enable, host_checks=not args.no_host_checks, verify=not args.no_verify)
-    except InstallError as e:
-        raise _error(str(e)) from None
     except OSError as e:
-        raise _error(f"{e}; nothing written") from None
+        raise UserError(f"{e}; nothing written") from None
     _warn(report.warnings)
     if args.user:
         from . import userscope
@@ -190,23 +167,19 @@ def _install(args: argparse.Namespace) -> int:
     for name in report.removed:
         print(f"removed {name}")
     for pod in report.pods:
-        if f"pod-{pod}-sockets.target" in report.armed:
-            print(f"listening: pod-{pod}-sockets.target is enabled and started; the first connection "
-                  f"starts pod-{pod}.service")
+        if naming.sockets_target(pod) in report.armed:
+            print(f"listening: {naming.sockets_target(pod)} is enabled and started; the first connection "
+                  f"starts {naming.pod_unit(pod)}")
         else:
-            print(f"start it with: systemctl{' --user' if args.user else ''} start pod-{pod}.service")
+            print(f"start it with: systemctl{' --user' if args.user else ''} start {naming.pod_unit(pod)}")
     return 0
 
 
-@_reporting
 def _uninstall(args: argparse.Namespace) -> int:
-    from .install import InstallError, uninstall
+    from .install import uninstall
 
-    try:
-        removed = uninstall(args.name, unit_dir=_unit_dir(args), reload=not args.no_reload,
-                            stop=not args.keep_running, user=args.user)
-    except InstallError as e:
-        raise _error(str(e)) from None
+    removed = uninstall(args.name, unit_dir=_unit_dir(args), reload=not args.no_reload,
+                        stop=not args.keep_running, user=args.user)
     for name in removed:
         print(f"removed {name}")
     return 0
@@ -226,28 +199,34 @@ def generator_script(python: str = sys.executable) -> str:
             f"exec {shlex.quote(python)} -I -c {shlex.quote(code)} \"$@\"\n")
 
 
-@_reporting
 def _install_generator(args: argparse.Namespace) -> int:
     from . import writer
-    from .install import InstallError, ensure_containers_conf
+    from .install import ensure_containers_conf
     from .settings import MARKER, SETTINGS_FILE, dumps
 
-    settings = _settings(args)
+    settings = _load_settings(args)  # the user generator makes them user settings, per user
+    path = args.path or (USER_GENERATOR_SCRIPT if args.user else GENERATOR_SCRIPT)
     try:
-        # the generator may not write /etc itself, and its units name this file
-        if ensure_containers_conf(settings):
+        # the generator may not write /etc itself, and its units name this file (a user generator
+        # writes each user's beside its units)
+        if not args.user and ensure_containers_conf(settings):
             print(f"wrote {settings.containers_conf}")
         # the generator has no command line: it reads these settings (ours are kept up to date)
         conf = SETTINGS_FILE
         ours = not conf.exists() or conf.read_text().startswith(MARKER)
         if ours and writer.commit(conf.parent, {conf.name: dumps(settings)}):
             print(f"wrote {conf}")
-        writer.commit(args.path.parent, {args.path.name: generator_script()}, mode=0o755)
-    except InstallError as e:
-        raise _error(str(e)) from None
+        writer.commit(path.parent, {path.name: generator_script()}, mode=0o755)
+    except PermissionError as e:
+        hint = "; run it as root (systemd has no per-user generator directory)" if args.user else ""
+        raise UserError(f"{e.filename or path}: {e.strerror or e}{hint}") from None
     except OSError as e:
-        raise _error(f"{args.path}: {e.strerror or e}") from None
-    print(f"wrote {args.path}; it runs at every `systemctl daemon-reload` and at boot")
+        raise UserError(f"{path}: {e.strerror or e}") from None
+    if args.user:
+        print(f"wrote {path}; every user manager runs it at `systemctl --user daemon-reload` and at its start: "
+              "pod definitions in ~/.config/containers/systemd/ become that user's units")
+    else:
+        print(f"wrote {path}; it runs at every `systemctl daemon-reload` and at boot")
     return 0
 
 
@@ -257,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="podvisor")
     register(parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    return run(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,19 @@ every podman process of the container uses the same monitor.
 """
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from supervisor.errors import UserError
+
 SYSTEM_FILES = (Path("/usr/share/containers/containers.conf"), Path("/etc/containers/containers.conf"))
 
 
-class ConfError(ValueError):
-    pass
+class ConfError(UserError, ValueError):
+    """A system containers.conf that cannot be read (or written back)."""
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -41,40 +44,12 @@ def merged(monitor: str, files: tuple[Path, ...] = SYSTEM_FILES) -> dict[str, An
     return _merge(data, {"engine": {"conmon_path": [monitor]}})
 
 
-def _key(k: str) -> str:
-    return k if k and all(c.isalnum() or c in "_-" for c in k) else json.dumps(k)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
-    raise ConfError(f"cannot write {type(v).__name__} values")
-
-
 def dumps(data: dict[str, Any]) -> str:
     """TOML for containers.conf-shaped data (tables of scalars, arrays, nested tables)."""
-    lines: list[str] = []
-
-    def table(path: list[str], d: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
-        if path and (scalars or not tables):
-            lines.append(f"\n[{'.'.join(_key(p) for p in path)}]")
-        for k, v in scalars.items():
-            lines.append(f"{_key(k)} = {_value(v)}")
-        for k, v in tables.items():
-            table(path + [k], v)
-
-    table([], data)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    try:
+        return tomli_w.dumps(data)
+    except TypeError as e:  # a value TOML has no type for (tomllib never reads one)
+        raise ConfError(f"cannot write containers.conf: {e}") from None
 
 
 def render(monitor: str, files: tuple[Path, ...] = SYSTEM_FILES) -> str:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 
+from supervisor.pods import naming
 from supervisor.pods.model import Container, OnFailure, Probe, Readiness, Verbatim
 
-from . import escape, naming
+from . import escape
 
 WATCHDOG_MARGIN = 5.0  # seconds beyond period x threshold + timeout
 START_SLACK = 90.0     # TimeoutStartSec beyond a startup probe's own bound (systemd's default start timeout)

@@ -4,16 +4,17 @@ written; the unit files of all pods of the file are committed together (writer.c
 from __future__ import annotations
 
 import fnmatch
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supervisor import pods
+from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic
 
-from . import containers_conf, naming, pipeline, writer
+from . import containers_conf, forkserver, pipeline, writer
 from .settings import DEFAULT_CONTAINERS_CONF, Settings
 
 if TYPE_CHECKING:
@@ -21,10 +22,9 @@ if TYPE_CHECKING:
 
 UNIT_DIR = Path("/etc/systemd/system")
 CONF_MARKER = "# Written by `podvisor install`"
-log = logging.getLogger(__name__)
 
 
-class InstallError(Exception):
+class InstallError(UserError):
     pass
 
 
@@ -36,6 +36,7 @@ class InstallReport:
     warnings: list[Diagnostic] = field(default_factory=list)
     conf_written: bool = False
     armed: list[str] = field(default_factory=list)  # sockets targets enabled and started
+    fork_server: bool = False  # podvisor-conmon.socket is installed (and, with reload, listening)
 
 
 def installed_units(pod: str, unit_dir: Path) -> list[str]:
@@ -59,7 +60,7 @@ def ensure_containers_conf(settings: Settings) -> bool:
     """Write the merged containers.conf if it is missing, or ours and outdated. True if written."""
     path = Path(settings.containers_conf)
     defaults = [DEFAULT_CONTAINERS_CONF]
-    files = containers_conf.SYSTEM_FILES
+    files: tuple[Path, ...] = containers_conf.SYSTEM_FILES
     if settings.user:
         from . import userscope
 
@@ -111,6 +112,9 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
     changed = writer.commit(unit_dir, files, remove=stale)
     report = InstallReport([p.name for p in gen.pods], [n for n in changed if n in files],
                            [n for n in changed if n not in files], gen.warnings, conf_written)
+    if forkserver.applies(settings):
+        report.written += forkserver.ensure(unit_dir)
+        report.fork_server = bool(forkserver.installed(unit_dir))
     if reload:
         from ..systemd import Systemd, SystemdError
 
@@ -120,6 +124,9 @@ def install(path: Path, settings: Settings, *, unit_dir: Path = UNIT_DIR, reload
                 if enable:
                     sd.enable([naming.pod_unit(p.name) for p in gen.pods])
                 report.armed = _arm(sd, [p for p in gen.pods if p.sockets])
+                if report.fork_server:  # the next container's monitor is forked by it
+                    sd.enable([forkserver.SOCKET])
+                    sd.enqueue("start", forkserver.SOCKET)
         except SystemdError as e:
             raise InstallError(f"units written to {unit_dir}, but {e}; run `systemctl daemon-reload`") from None
     return report
@@ -151,6 +158,17 @@ def _arm(sd: Systemd, pod_list: list[pods.Pod], timeout: float = 30) -> list[str
         time.sleep(0.1)
 
 
+def _stop_fork_server(user: bool) -> None:
+    from ..systemd import Systemd, SystemdError
+
+    try:
+        with Systemd.connect(user) as sd:
+            sd.stop_and_wait([forkserver.SOCKET, forkserver.SERVICE])
+            sd.disable([forkserver.SOCKET])
+    except SystemdError as e:
+        raise InstallError(f"pod removed, but stopping the fork server failed: {e}") from None
+
+
 def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop: bool = True,
               user: bool = False) -> list[str]:
     """Stop (unless told not to), disable and remove pod `name`'s units. Returns the files removed."""
@@ -173,6 +191,12 @@ def uninstall(name: str, *, unit_dir: Path = UNIT_DIR, reload: bool = True, stop
         except SystemdError as e:
             raise InstallError(f"{e}; nothing removed") from None
     removed = writer.commit(unit_dir, {}, remove=found)
+    server = [] if forkserver.pods_remain(unit_dir) else forkserver.installed(unit_dir)
+    if server:  # the last pod is gone: so goes the fork server (its monitors live on without it)
+        if reload:
+            _stop_fork_server(user)
+        removed += writer.commit(unit_dir, {}, remove=server)
+        found += server
     if reload:
         from ..systemd import Systemd, SystemdError
 

@@ -6,14 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import pods
+from supervisor.errors import UserError
+from supervisor.pods import naming
 from supervisor.pods.model import DefinitionError, Diagnostic, Pod
 
-from . import naming
 from .render import RenderedUnit, RenderError, render_pod
 from .settings import Settings
+from .units import wanted_by
 
 
-class GenerateError(Exception):
+class GenerateError(UserError):
     """One clear message for humans; nothing has been written."""
 
 
@@ -22,6 +24,7 @@ class Generated:
     pods: list[Pod]
     units: list[RenderedUnit]
     warnings: list[Diagnostic] = field(default_factory=list)
+    user: bool = False  # units for a user manager (settings.user)
 
     def files(self) -> dict[str, str]:
         return {u.name: u.text for u in self.units}
@@ -31,7 +34,7 @@ class Generated:
         links = {}
         for p in self.pods:
             unit = naming.pod_unit(p.name)
-            for kind, target in [("wants", t) for t in p.wanted_by] + _installed_by(p):
+            for kind, target in [("wants", t) for t in wanted_by(p, self.user)] + _installed_by(p):
                 links[f"{target}.{kind}/{unit}"] = f"../{unit}"
             if p.sockets:  # socket activation: armed at boot, like an enabled sockets target
                 target = naming.sockets_target(p.name)
@@ -64,11 +67,11 @@ def build(pod_list: list[Pod], warnings: list[Diagnostic], settings: Settings, *
             if not result.ok:
                 raise GenerateError(f"{pod_list[0].source}: the generated units fail systemd-analyze verify:\n"
                                     + "\n".join(f"  {p}" for p in result.problems))
-    return Generated(pod_list, units, warnings)
+    return Generated(pod_list, units, warnings, settings.user)
 
 
 def generate(path: Path, settings: Settings, *, verify: bool = True, host_checks: bool = False,
-             source_path: bool = False, skip_ports_of: set[str] | None = None) -> Generated:
+             source_path: bool = False) -> Generated:
     """Read `path`, check, render and (if systemd-analyze exists) verify its units.
     `host_checks`: also fail on host ports in use and missing images (see hostcheck)."""
     try:
@@ -77,8 +80,7 @@ def generate(path: Path, settings: Settings, *, verify: bool = True, host_checks
             from . import hostcheck
 
             for pod in pod_list:
-                if skip_ports_of is None or pod.name not in skip_ports_of:
-                    hostcheck.check_ports(pod)
+                hostcheck.check_ports(pod)
                 warnings += hostcheck.check_images(pod, settings)
     except DefinitionError as e:
         raise GenerateError(str(e)) from None

@@ -19,13 +19,15 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from supervisor.errors import UserError
+
 SETTINGS_FILE = Path("/etc/podvisor/generator.toml")
 DEFAULT_CONTAINERS_CONF = "/etc/podvisor/containers.conf"
 # podman's defaults for root; what RequiresMountsFor= protects when no --root/--runroot is given
 DEFAULT_STORAGE = ("/var/lib/containers/storage", "/run/containers/storage")
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     pass
 
 

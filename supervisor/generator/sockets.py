@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from supervisor.pods.model import Container, Pod
-from supervisor.pods.sockets import Socket
+from supervisor.pods import naming
+from supervisor.pods.model import Container, Pod, Socket
 
-from . import escape, naming
+from . import escape
 
 
 def activated(pod: Pod, c: Container) -> Socket | None:

@@ -1,6 +1,6 @@
 """A pod -> the values its unit templates need: every command line as an argv, escaped once here.
 
-The shape (see naming.py for names):
+The shape (see supervisor/pods/naming.py for names):
 
 * ``pod-NAME.service`` (oneshot, RemainAfterExit): ``Wants=`` and ``PropagatesStopTo=`` the
   infra and every container unit; ExecStart= is ``systemctl start <members>``, ExecStop=
@@ -21,10 +21,10 @@ import ipaddress
 import json
 from dataclasses import dataclass, field
 
-from supervisor.pods import quantity
+from supervisor.pods import naming, quantity
 from supervisor.pods.model import Container, Pod, Port, Probe, Readiness, Restart, Verbatim
 
-from . import escape, health, naming, sockets
+from . import escape, health, sockets
 from .settings import Settings
 
 START_LIMIT_INTERVAL = 300  # seconds; with StartLimitBurst: a crash-looping unit gives up
@@ -94,9 +94,9 @@ def _systemctl(settings: Settings) -> list[str]:
     return [settings.systemctl, "--user"] if settings.user else [settings.systemctl]
 
 
-def _wanted_by(pod: Pod, settings: Settings) -> tuple[str, ...]:
+def wanted_by(pod: Pod, user: bool) -> tuple[str, ...]:
     """A user manager has default.target where the system has multi-user.target."""
-    if settings.user:
+    if user:
         return tuple("default.target" if t == "multi-user.target" else t for t in pod.wanted_by)
     return pod.wanted_by
 
@@ -114,7 +114,7 @@ def plan(pod: Pod, settings: Settings) -> list[UnitContext]:
         "members": " ".join(members),
         "start": escape.command([*_systemctl(settings), "start", *members]),
         "stop": escape.command([*_systemctl(settings), "stop", *members]),
-        "wanted_by": " ".join(escape.word(t, command=False) for t in _wanted_by(pod, settings)),
+        "wanted_by": " ".join(escape.word(t, command=False) for t in wanted_by(pod, settings.user)),
         "extra_unit": _extra(pod.unit_lines.unit),
         "extra_install": _extra(pod.unit_lines.install),
     })

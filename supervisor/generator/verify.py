@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.errors import UserError
+
 from .render import RenderedUnit
 
 
-class VerifyUnavailable(RuntimeError):
-    pass
+class VerifyUnavailable(UserError):
+    """systemd-analyze is missing, or failed to run (OSError, time-out)."""
 
 
 @dataclass(frozen=True)
@@ -66,5 +68,5 @@ def verify(units: Iterable[RenderedUnit], timeout: float = 300, *, user: bool = 
                 continue
             (ours if d in line or any(n in line for n in names) else other).append(line.replace(d + "/", ""))
         if res.returncode != 0 and not ours:
-            ours = [f"systemd-analyze verify exited {res.returncode}"] + other
+            ours = [f"systemd-analyze verify exited {res.returncode}", *other]
         return VerifyResult(not ours, tuple(ours), tuple(other))

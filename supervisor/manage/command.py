@@ -1,7 +1,8 @@
 """The management subcommands of `podvisor`: ps (list), status, logs, top, start, stop, restart.
 
 `register(subparsers)` is what supervisor/cli.py calls. Handlers import their work modules
-lazily (pystemd, psutil), and turn ManageError into the CLI's CommandError.
+lazily (pystemd, psutil); their ManageError and SystemdError are UserErrors, reported by
+supervisor.errors.run like every other subcommand's.
 """
 from __future__ import annotations
 
@@ -13,26 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _reporting(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace) -> int:
-        from supervisor.cli import CommandError
-
-        from .errors import ManageError
-
-        try:
-            return handler(args)
-        except ManageError as e:
-            raise CommandError(str(e)) from None
-        except BrokenPipeError:
-            # the reader went away (`podvisor logs blog | head`): not an error
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-    return run
+from ..errors import run
 
 
 def _number(value: str) -> float:
@@ -86,6 +68,11 @@ def _user_option(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
+    _add_views(subparsers)
+    _add_control(subparsers)
+
+
+def _add_views(subparsers: Any) -> None:
     ps = subparsers.add_parser(
         "ps", aliases=["list"], help="every installed pod: unit states, readiness, restarts, PIDs, usage, ports",
         description="List the pods podvisor installed and their containers, from systemd (D-Bus), podman and /proc.")
@@ -113,7 +100,8 @@ def register(subparsers: Any) -> None:
     lg.add_argument("containers", nargs="*", default=[], metavar="CONTAINER",
                     help="only these containers (default: all of the pod's)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    lg.add_argument("--since", type=_since, metavar="TIME", help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
+    lg.add_argument("--since", type=_since, metavar="TIME",
+                    help="10m, 2h, \"30 min ago\", today, \"2026-11-28 10:00\", @EPOCH")
     lg.add_argument("-n", "--tail", type=_count, default=None, metavar="N", help="only the last N lines")
     lg.add_argument("--json", action="store_true", help="one JSON object per line")
     _user_option(lg)
@@ -122,13 +110,16 @@ def register(subparsers: Any) -> None:
     top = subparsers.add_parser("top", help="each container's process tree with CPU and memory, refreshed",
                                 description="Show the process tree of every container of POD with CPU and memory.")
     top.add_argument("pod", metavar="POD")
-    top.add_argument("-d", "--delay", type=_positive, default=2.0, metavar="SECONDS", help="refresh interval (default 2)")
+    top.add_argument("-d", "--delay", type=_positive, default=2.0, metavar="SECONDS",
+                     help="refresh interval (default 2)")
     top.add_argument("-n", "--iterations", type=_count, default=None, metavar="N",
                      help="stop after N frames (default: until Ctrl-C on a terminal, else 1)")
     top.add_argument("--json", action="store_true", help="one JSON object per frame")
     _user_option(top)
     top.set_defaults(handler=_top)
 
+
+def _add_control(subparsers: Any) -> None:
     for verb, text in (("start", "start a pod; returns when every container is ready"),
                        ("stop", "stop a pod and all its containers"),
                        ("restart", "stop, then start a pod; returns when every container is ready")):
@@ -139,7 +130,7 @@ def register(subparsers: Any) -> None:
                        help="stop waiting after this long (the job itself goes on)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
         _user_option(p)
-        p.set_defaults(handler=_reporting(functools.partial(_control, verb)))
+        p.set_defaults(handler=functools.partial(_control, verb))
 
     rl = subparsers.add_parser("reload", help="reload a pod's containers (their ExecReload=: a signal or a command)",
                                description="Run `systemctl reload` on pod-POD@CONTAINER.service (every container "
@@ -148,7 +139,7 @@ def register(subparsers: Any) -> None:
     rl.add_argument("containers", nargs="*", metavar="CONTAINER")
     rl.add_argument("--timeout", type=_positive, default=90.0, metavar="SECONDS", help="default 90")
     _user_option(rl)
-    rl.set_defaults(handler=_reporting(_reload))
+    rl.set_defaults(handler=_reload)
 
 
 def _reload(args: argparse.Namespace) -> int:
@@ -161,7 +152,6 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reporting
 def _ps(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from . import ps
@@ -179,7 +169,6 @@ def _ps(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reporting
 def _status(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from . import status
@@ -209,11 +198,11 @@ def _log_formatter(args: argparse.Namespace, names: list[str]) -> Callable[[Any]
     def as_text(line: Any) -> str:
         stamp = datetime.fromtimestamp(line.time).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         sep = {"stderr": pal("|", "red"), "monitor": pal("!", "yellow")}.get(line.stream, "|")
-        return f"{pal(stamp, 'dim')} {pal(line.container.ljust(width), colours.get(line.container, ''))} {sep} {line.text}"
+        name = pal(line.container.ljust(width), colours.get(line.container, ""))
+        return f"{pal(stamp, 'dim')} {name} {sep} {line.text}"
     return as_text
 
 
-@_reporting
 def _logs(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from . import logs
@@ -239,7 +228,6 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reporting
 def _top(args: argparse.Namespace) -> int:
     from ..systemd import Systemd
     from . import top
@@ -264,18 +252,10 @@ def _control(verb: str, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m supervisor.manage.command SUBCOMMAND ...`: these subcommands alone."""
-    from supervisor import cli
-
     parser = argparse.ArgumentParser(prog="podvisor")
     register(parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except cli.CommandError as e:
-        print(f"podvisor: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run(args.handler, args)
 
 
 if __name__ == "__main__":

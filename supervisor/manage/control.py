@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, fmt, journal
@@ -38,6 +38,7 @@ class Outcome:
     pod: UnitStatus
     members: list[UnitStatus]
     started_at: float = 0.0  # epoch: the journal lines quoted for a failure are from this job on
+    user: bool = False  # the pod is a user manager's: its journal entries are that user's
 
 
 class Progress:
@@ -78,7 +79,7 @@ def _member_text(u: UnitStatus) -> str:
     return text
 
 
-def describe_member_failure(pod: str, u: UnitStatus, since: float | None = None) -> str:
+def describe_member_failure(pod: str, u: UnitStatus, since: float | None = None, user: bool = False) -> str:
     """One member's failure as systemd states it, then what the container last printed (or,
     for the infra unit, the unit's last journal lines)."""
     text = f"{u.name}: {u.failure() or u.state}"
@@ -86,9 +87,9 @@ def describe_member_failure(pod: str, u: UnitStatus, since: float | None = None)
         text += f"; status: {u.status_text}"
     container = discover.PodUnits.container_of(u.name)
     if container == naming.INFRA:
-        groups = journal.unit_groups(u.name)
+        groups = journal.unit_groups(u.name, user)
     else:
-        groups = [[f"CONTAINER_NAME={naming.podman_container(pod, container)}"]]
+        groups = [[f"CONTAINER_NAME={naming.podman_container(pod, container)}", journal.owner(user)]]
     try:
         entries = list(journal.read(groups, since=since, lines=REASON_LINES))
         tail = [journal.text(e.get("MESSAGE")).rstrip("\n") for e in entries]
@@ -129,7 +130,7 @@ def run(sd: Systemd, pod: str, verb: str, *, timeout: float | None = None, out: 
         ok = result == "done" and all(m.active_state in ("inactive", "failed") for m in members)
     else:
         ok = result == "done" and pod_status.ready and all(m.ready for m in members)
-    return Outcome(ok, result, seconds, pod_status, members, started_at)
+    return Outcome(ok, result, seconds, pod_status, members, started_at, sd.user)
 
 
 def report(pod: str, verb: str, o: Outcome, pal: fmt.Palette) -> str:
@@ -138,16 +139,17 @@ def report(pod: str, verb: str, o: Outcome, pal: fmt.Palette) -> str:
     if o.ok:
         if verb == "stop":
             return f"pod {pod} {ed} in {o.seconds:.2f}s"
-        containers = [m for m in o.members if not m.name.endswith("@infra.service")]
+        containers = [m for m in o.members if not naming.is_infra_unit(m.name)]
         return (f"pod {pod} {ed} in {o.seconds:.2f}s: "
                 + pal(f"{sum(m.ready for m in containers)}/{len(containers)} containers ready", "green"))
     if verb == "stop":
         busy = [m for m in o.members if m.active_state not in ("inactive", "failed")]
         detail = "\n".join(f"  {m.name}: {m.state}" for m in busy)
-        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})" + (f":\n{detail}" if detail else ""))
+        raise ManageError(f"stopping pod {pod} failed (job {o.job_result or 'unknown'})"
+                          + (f":\n{detail}" if detail else ""))
     # the members that failed; the others were most likely stopped because of them
     bad = [m for m in o.members if m.failure()] or [m for m in o.members if not m.ready]
-    reasons = "\n".join("  " + describe_member_failure(pod, m, o.started_at) for m in bad)
+    reasons = "\n".join("  " + describe_member_failure(pod, m, o.started_at, o.user) for m in bad)
     if o.job_result == "done":
         why = "the job completed, but not every container is running and ready"
     else:

@@ -2,23 +2,19 @@
 
 A pod is a unit ``pod-NAME.service`` systemd knows (a unit file, or a loaded unit: generator
 output counts) whose file starts with the generator's MARKER line; its members are the
-``pod-NAME@*.service`` units (naming.py). Reading the first line of the unit's FragmentPath is
+``pod-NAME@*.service`` units (supervisor/pods/naming.py). Reading the first line of the unit's FragmentPath is
 the only file access: it tells our units from a hand-written ``pod-foo.service``.
 """
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from .errors import ManageError
-
-POD_UNIT = re.compile(r"^pod-([^@/]+)\.service$")
-POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -30,7 +26,7 @@ class PodUnits:
 
     @staticmethod
     def container_of(member: str) -> str:
-        return member.split("@", 1)[1].removesuffix(".service")
+        return naming.container_of(member)
 
 
 def generated_by_podvisor(fragment_path: str) -> bool:
@@ -52,14 +48,14 @@ def pod_names(sd: Systemd) -> list[str]:
     """Names of every pod podvisor installed, sorted."""
     names = []
     for unit in sorted(_names(sd, "pod-*.service")):
-        m = POD_UNIT.match(unit)
-        if m and generated_by_podvisor(str(sd.unit(unit).get("FragmentPath", ""))):
-            names.append(m.group(1))
+        name = naming.pod_of_unit(unit)
+        if name and generated_by_podvisor(str(sd.unit(unit).get("FragmentPath", ""))):
+            names.append(name)
     return names
 
 
 def _members(sd: Systemd, pod: str, props: dict[str, Any]) -> list[str]:
-    prefix = f"pod-{pod}@"
+    prefix = naming.member_prefix(pod)
     names = _names(sd, f"{prefix}*.service")
     # Wants= of the pod unit too: a member whose file is gone but that systemd still runs
     names |= {u for u in props.get("Wants", []) if u.startswith(prefix) and u.endswith(".service")}
@@ -69,7 +65,7 @@ def _members(sd: Systemd, pod: str, props: dict[str, Any]) -> list[str]:
 
 def load_pod(sd: Systemd, pod: str) -> PodUnits:
     """The pod's units; ManageError when there is no such pod (naming the ones there are)."""
-    if not POD_NAME.match(pod):
+    if not naming.POD_NAME.match(pod):
         raise ManageError(f"{pod!r} is not a pod name")
     unit = naming.pod_unit(pod)
     props = sd.unit(unit)

@@ -1,7 +1,9 @@
-"""The one error type of the management commands: its message is for humans. It is
-systemd's own error type, so a failed D-Bus call and an unknown pod are reported alike."""
+"""The error type of the management commands: a pod that is not there, a bad --since, a failed
+start. Its message is for humans. systemd's own failures stay SystemdError; both are UserErrors."""
 from __future__ import annotations
 
-from ..systemd import SystemdError as ManageError
+from ..errors import UserError
 
-__all__ = ["ManageError"]
+
+class ManageError(UserError):
+    pass

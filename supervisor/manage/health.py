@@ -9,6 +9,7 @@ never disagree.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ RUN_DIR = Path("/run")
 STATES = ("unhealthy", "healthy", "starting")  # "unhealthy" first: "healthy" is its suffix
 
 
-def state_file(unit: str) -> Path:
-    return RUN_DIR / f"{unit}.health"
+def state_file(c: ContainerStatus) -> Path:
+    """`%t/UNIT.health`: %t is /run for root's units, the user's XDG_RUNTIME_DIR for a user's (so
+    a user never reads root's probe results for a pod of the same name, nor root a user's)."""
+    run = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}") if c.user else RUN_DIR
+    return run / f"{c.unit.name}.health"
 
 
 def health(c: ContainerStatus) -> str:
@@ -31,15 +35,15 @@ def health(c: ContainerStatus) -> str:
     for state in STATES:
         if text.startswith(state):
             return state
-    if u.active_state == "activating" and state_file(u.name).exists():
+    if u.active_state == "activating" and state_file(c).exists():
         return "starting"
     return ""
 
 
-def results(unit: str) -> list[dict[str, Any]]:
+def results(c: ContainerStatus) -> list[dict[str, Any]]:
     """The last probe attempts, oldest first: probe, time (epoch), ok, took (s), detail."""
     try:
-        data = json.loads(state_file(unit).read_text())
+        data = json.loads(state_file(c).read_text())
     except (OSError, ValueError):
         return []
     out = data.get("results") if isinstance(data, dict) else None

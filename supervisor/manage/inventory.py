@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, procs, sockets
@@ -49,7 +49,7 @@ def collect(sd: Systemd, names: list[str] | None = None, *, use_podman: bool = T
             member_props[member] = props
             ctr = discover.PodUnits.container_of(member)
             podman_name = naming.podman_infra(pu.name) if ctr == naming.INFRA else naming.podman_container(pu.name, ctr)
-            c = ContainerStatus(ctr, podman_name, status)
+            c = ContainerStatus(ctr, podman_name, status, user=sd.user)
             if ctr == naming.INFRA:
                 infra = c
             else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ from .errors import ManageError
 # what we read; journalctl -o json would otherwise ship every field (_CMDLINE is kilobytes)
 FIELDS = ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CONTAINER_NAME", "CONTAINER_ID_FULL",
           "CONTAINER_PARTIAL_MESSAGE", "UNIT", "_SYSTEMD_UNIT", "MESSAGE_ID", "UNIT_RESULT",
-          "EXIT_CODE", "EXIT_STATUS", "JOB_TYPE", "JOB_RESULT", "_PID", "PODMAN_EVENT")
+          "EXIT_CODE", "EXIT_STATUS", "JOB_TYPE", "JOB_RESULT", "_PID", "PODMAN_EVENT",
+          "USER_UNIT", "_SYSTEMD_USER_UNIT", "_UID")
 # systemd's catalog ids (sd-messages.h)
 UNIT_FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"  # "Failed with result '...'", UNIT_RESULT=
 UNIT_PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15"  # "Main process exited, code=..., status=..."
@@ -144,9 +146,31 @@ def read(groups: Sequence[Group], *, since: float | None = None, lines: int | No
         raise ManageError(f"journalctl: {err.decode(errors='replace').strip()}")
 
 
-def unit_groups(unit: str) -> list[list[str]]:
-    """What `journalctl -u UNIT` matches: the unit's processes and systemd's messages about it."""
-    return [[f"_SYSTEMD_UNIT={unit}"], ["_PID=1", f"UNIT={unit}"]]
+def owner(user: bool) -> str:
+    """Whose entries: root's pods run their monitors as root, a user's as that user (rootless).
+    Names repeat across managers (root's and a user's pod-blog@web, both blog.web), and a member
+    of systemd-journal reads everyone's, so every match by name is also one by owner."""
+    return f"_UID={os.getuid() if user else 0}"
+
+
+def manager_match(unit: str, user: bool = False) -> list[str]:
+    """systemd's own messages about `unit`: PID 1's name it in UNIT=, a user manager's in USER_UNIT=."""
+    return [f"USER_UNIT={unit}", owner(True)] if user else ["_PID=1", f"UNIT={unit}"]
+
+
+def unit_groups(unit: str, user: bool = False) -> list[list[str]]:
+    """What `journalctl -u UNIT` (`--user-unit UNIT`) matches: the unit's processes and systemd's
+    messages about it."""
+    if user:
+        return [[f"_SYSTEMD_USER_UNIT={unit}", owner(True)], manager_match(unit, True)]
+    return [[f"_SYSTEMD_UNIT={unit}"], manager_match(unit)]
+
+
+def unit_of(e: dict[str, Any], user: bool = False) -> str:
+    """The unit an entry is about (systemd's messages) or from (the unit's processes)."""
+    if user:
+        return text(e.get("USER_UNIT")) or text(e.get("_SYSTEMD_USER_UNIT"))
+    return (text(e.get("UNIT")) if text(e.get("_PID")) == "1" else "") or text(e.get("_SYSTEMD_UNIT"))
 
 
 def last(groups: Sequence[Group], n: int) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover, journal
@@ -51,6 +51,7 @@ class Target:
     unit: str
     driver: str = "journald"  # what we read: journald | k8s-file | passthrough
     path: str = ""  # k8s-file
+    user: bool = False  # a user manager's unit: the journal entries are that user's (journal.owner)
 
 
 # ---------------------------------------------------------------------------- which containers
@@ -67,14 +68,14 @@ def targets(sd: Systemd, pod: str, wanted: list[str]) -> list[Target]:
     out = []
     for c in chosen:
         podman_name = naming.podman_infra(pod) if c == naming.INFRA else naming.podman_container(pod, c)
-        out.append(Target(c, podman_name, members[c]))
+        out.append(Target(c, podman_name, members[c], user=sd.user))
     _add_drivers(sd, out)
     return out
 
 
 def _add_drivers(sd: Systemd, ts: list[Target]) -> None:
-    if os.geteuid() != 0 or not ts:
-        return  # non-root podman sees other containers; the journal is the fallback
+    if not ts or (os.geteuid() != 0 and not ts[0].user):
+        return  # non-root podman sees other containers (a user's own are its own); the journal is the fallback
     cmd = PodmanCommand.from_unit(sd.unit(ts[0].unit))
     try:
         existing = containers(cmd)
@@ -94,14 +95,16 @@ def _add_drivers(sd: Systemd, ts: list[Target]) -> None:
 # ---------------------------------------------------------------------------- journal
 
 
-def journal_groups(ts: Iterable[Target]) -> list[list[str]]:
+def journal_groups(targets: Iterable[Target]) -> list[list[str]]:
+    ts = list(targets)
     groups: list[list[str]] = []
     names = [f"CONTAINER_NAME={t.podman_name}" for t in ts if t.driver == "journald"]
     if names:
-        groups.append(names)
+        groups.append([*names, journal.owner(ts[0].user)])
     for t in ts:
         if t.driver == "passthrough":
-            groups.append([f"_SYSTEMD_UNIT={t.unit}", f"SYSLOG_IDENTIFIER={t.unit.removesuffix('.service')}"])
+            unit = [f"_SYSTEMD_USER_UNIT={t.unit}", journal.owner(True)] if t.user else [f"_SYSTEMD_UNIT={t.unit}"]
+            groups.append([*unit, f"SYSLOG_IDENTIFIER={t.unit.removesuffix('.service')}"])
     return groups
 
 
@@ -120,7 +123,8 @@ class JournalDecoder:
     def decode(self, e: dict[str, Any]) -> LogLine | None:
         self.cursor = e.get("__CURSOR", self.cursor)
         name = journal.text(e.get("CONTAINER_NAME"))
-        container = self.by_name.get(name) or self.by_unit.get(journal.text(e.get("_SYSTEMD_UNIT")), "")
+        unit = journal.text(e.get("_SYSTEMD_USER_UNIT")) or journal.text(e.get("_SYSTEMD_UNIT"))
+        container = self.by_name.get(name) or self.by_unit.get(unit, "")
         if journal.text(e.get("SYSLOG_IDENTIFIER")) == journal.MONITOR_IDENTIFIER:
             stream = "monitor"
         else:

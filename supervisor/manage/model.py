@@ -136,6 +136,7 @@ class ContainerStatus:
     unit: UnitStatus
     podman: PodmanContainer | None = None
     usage: Usage | None = None
+    user: bool = False  # a user manager's unit (rootless, run as the calling user), not root's
 
     @property
     def ready(self) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UserError
 from .model import PodmanContainer, PortMapping
 
 TIMEOUT = 30.0
@@ -20,7 +21,7 @@ TIMEOUT = 30.0
 _UNSET = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "NOTIFY_SOCKET")
 
 
-class PodmanError(Exception):
+class PodmanError(UserError):
     pass
 
 

@@ -46,8 +46,9 @@ def _pod_row(p: PodStatus, now: float, pal: fmt.Palette) -> list[str]:
     counts = f"{p.ready_count}/{len(p.containers)}"
     ready = pal(counts, "green" if p.ready else "red" if p.unit.active_state == "failed" else "yellow")
     restarts = sum(c.unit.restarts for c in p.members)
-    return [pal(p.name, "bold"), _state(p, pal), ready, "", str(restarts), "", _uptime(p.unit.active_since, p.unit.ready, now),
-            fmt.size(p.memory_bytes()), fmt.percent(p.cpu_percent()), ", ".join(str(x) for x in p.ports) or "-"]
+    return [pal(p.name, "bold"), _state(p, pal), ready, "", str(restarts), "",
+            _uptime(p.unit.active_since, p.unit.ready, now), fmt.size(p.memory_bytes()), fmt.percent(p.cpu_percent()),
+            ", ".join(str(x) for x in p.ports) or "-"]
 
 
 def to_table(inv: Inventory, pal: fmt.Palette, now: float | None = None) -> str:

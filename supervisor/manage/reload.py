@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import discover

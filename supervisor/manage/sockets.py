@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.pods import naming
+
 from ..systemd import Systemd
 from . import fmt
 
@@ -34,12 +36,12 @@ class SocketStatus:
 
 
 def collect(sd: Systemd, pod: str) -> list[SocketStatus]:
-    pattern = f"pod-{pod}@*.socket"
+    pattern = naming.socket_unit(pod, "*")
     names = {os.path.basename(p) for p, _ in sd.unit_files([pattern])} | set(sd.loaded_units([pattern]))
     out = []
     for name in sorted(names):
         p: dict[str, Any] = sd.unit(name)
-        container = name[len(f"pod-{pod}@"):].removesuffix(".socket")
+        container = name[len(naming.member_prefix(pod)):].removesuffix(".socket")
         out.append(SocketStatus(
             unit=name, container=container, active_state=str(p.get("ActiveState", "inactive")),
             sub_state=str(p.get("SubState", "dead")), result=str(p.get("Result", "")),

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.generator import naming
+from supervisor.pods import naming
 
 from ..systemd import Systemd
 from . import fmt, health, journal, sockets, views
@@ -51,10 +51,10 @@ class Details:
     taken_at: float = field(default_factory=time.time)
 
 
-def last_failure(u: UnitStatus) -> Event | None:
+def last_failure(u: UnitStatus, user: bool = False) -> Event | None:
     if u.failure() and u.load_state == "loaded":
         return Event(u.state_since or 0.0, u.result or u.active_state, u.exit_description())
-    group = ["_PID=1", f"UNIT={u.name}", f"MESSAGE_ID={journal.UNIT_FAILURE_RESULT}",
+    group = [*journal.manager_match(u.name, user), f"MESSAGE_ID={journal.UNIT_FAILURE_RESULT}",
              f"MESSAGE_ID={journal.UNIT_PROCESS_EXIT}"]
     exit_detail = ""
     failure: dict[str, Any] | None = None
@@ -72,8 +72,9 @@ def last_failure(u: UnitStatus) -> Event | None:
 
 
 def last_oom(c: ContainerStatus) -> Event | None:
-    groups = [[f"CONTAINER_NAME={c.podman_name}", f"SYSLOG_IDENTIFIER={journal.MONITOR_IDENTIFIER}"],
-              ["_PID=1", f"UNIT={c.unit.name}", f"MESSAGE_ID={journal.UNIT_OUT_OF_MEMORY}"]]
+    groups = [[f"CONTAINER_NAME={c.podman_name}", f"SYSLOG_IDENTIFIER={journal.MONITOR_IDENTIFIER}",
+               journal.owner(c.user)],
+              [*journal.manager_match(c.unit.name, c.user), f"MESSAGE_ID={journal.UNIT_OUT_OF_MEMORY}"]]
     for e in journal.read(groups, lines=50, reverse=True):
         message = journal.text(e.get("MESSAGE"))
         if "OOM" in message or journal.text(e.get("MESSAGE_ID")) == journal.UNIT_OUT_OF_MEMORY:
@@ -83,19 +84,17 @@ def last_oom(c: ContainerStatus) -> Event | None:
     return None
 
 
-def journal_tail(pod: PodStatus, n: int) -> list[JournalLine]:
-    """The pod's journal as `journalctl -u` shows it for each unit, merged, minus podman's event
-    records (container create/init/start/died... for every podman call): the last `n` lines."""
+def journal_tail(pod: PodStatus, n: int, user: bool = False) -> list[JournalLine]:
+    """The pod's journal as `journalctl -u` (`--user-unit`) shows it for each unit, merged, minus
+    podman's event records (container create/init/start/died... for every podman call): the last
+    `n` lines."""
     units = {pod.unit.name: ""} | {c.unit.name: c.name for c in pod.members}
-    groups = [g for unit in units for g in journal.unit_groups(unit)]
+    groups = [g for unit in units for g in journal.unit_groups(unit, user)]
     out = []
     for e in journal.last(groups, n * 4 + 20):
         if e.get("PODMAN_EVENT"):
             continue
-        # systemd's own messages come from init.scope and name the unit in UNIT=
-        unit = journal.text(e.get("UNIT")) if journal.text(e.get("_PID")) == "1" else ""
-        unit = unit or journal.text(e.get("_SYSTEMD_UNIT"))
-        out.append(JournalLine(journal.entry_time(e), units.get(unit, ""),
+        out.append(JournalLine(journal.entry_time(e), units.get(journal.unit_of(e, user), ""),
                                journal.text(e.get("SYSLOG_IDENTIFIER")),
                                journal.text(e.get("MESSAGE")).rstrip("\n")))
     return out[-n:] if n else []
@@ -104,11 +103,11 @@ def journal_tail(pod: PodStatus, n: int) -> list[JournalLine]:
 def gather(sd: Systemd, pod: str, lines: int = 10) -> Details:
     inv: Inventory = collect(sd, [pod], cpu_interval=CPU_INTERVAL)
     d = Details(inv.pods[0], warnings=inv.warnings, taken_at=inv.taken_at)
-    d.failures[d.pod.unit.name] = last_failure(d.pod.unit)
+    d.failures[d.pod.unit.name] = last_failure(d.pod.unit, sd.user)
     for c in d.pod.members:
-        d.failures[c.unit.name] = last_failure(c.unit)
+        d.failures[c.unit.name] = last_failure(c.unit, sd.user)
         d.ooms[c.unit.name] = last_oom(c) if c.name != naming.INFRA else None
-    d.lines = journal_tail(d.pod, lines)
+    d.lines = journal_tail(d.pod, lines, sd.user)
     return d
 
 
@@ -118,10 +117,11 @@ def gather(sd: Systemd, pod: str, lines: int = 10) -> Details:
 def to_json(d: Details) -> str:
     data = views.pod_json(d.pod, d.taken_at)
     data["last_failure"] = _event(d.failures.get(d.pod.unit.name))
-    for c, cj in zip(d.pod.members, [data["infra"], *data["containers"]] if data["infra"] else data["containers"]):
+    views_json = [data["infra"], *data["containers"]] if data["infra"] else data["containers"]
+    for c, cj in zip(d.pod.members, views_json, strict=True):
         cj["last_failure"] = _event(d.failures.get(c.unit.name))
         cj["last_oom"] = _event(d.ooms.get(c.unit.name))
-        cj["probes"] = [{**r, "time": fmt.iso(r.get("time"))} for r in health.results(c.unit.name)]
+        cj["probes"] = [{**r, "time": fmt.iso(r.get("time"))} for r in health.results(c)]
     data["log"] = [{"time": fmt.iso(x.time), "container": x.container or None, "identifier": x.identifier,
                     "message": x.text} for x in d.lines]
     data["warnings"] = d.warnings
@@ -186,7 +186,8 @@ def _container_text(c: ContainerStatus, d: Details, pal: fmt.Palette, now: float
         ids += f", container {c.podman.pid or '-'} ({c.podman.id[:12]}, {c.podman.state}), image {c.podman.image}"
     lines.append(f"{pad}Restarts: {u.restarts}   PIDs: {ids}")
     if c.usage:
-        lines.append(f"{pad}Usage: {fmt.plural(len(c.usage.pids), 'process')}, memory {fmt.size(c.usage.memory_bytes)}, "
+        lines.append(f"{pad}Usage: {fmt.plural(len(c.usage.pids), 'process')}, "
+                     f"memory {fmt.size(c.usage.memory_bytes)}, "
                      f"cpu {fmt.percent(c.usage.cpu_percent)} ({c.usage.cpu_seconds:.2f}s total)")
     failure = d.failures.get(u.name)
     lines.append(f"{pad}Last failure: {pal(_event_text(failure), 'red') if failure else '-'}")
@@ -198,7 +199,7 @@ def _container_text(c: ContainerStatus, d: Details, pal: fmt.Palette, now: float
 
 def _probe_lines(c: ContainerStatus, pad: str, n: int = 3) -> list[str]:
     """Health and the last probe attempts (ready-probe's state file), newest last."""
-    state, last = health.health(c), health.results(c.unit.name)[-n:]
+    state, last = health.health(c), health.results(c)[-n:]
     if not state and not last:
         return []
     out = [f"{pad}Health: {state or '-'}"]

@@ -46,6 +46,17 @@ def _label(p: procs.Proc, c: ContainerStatus) -> str:
     return f"podvisor-conmon {c.podman_name}" if p.pid == c.unit.main_pid else p.cmdline
 
 
+def _walk(rows: list[list[str]], c: ContainerStatus, p: procs.Proc, prefix: str, last: bool, depth: int) -> None:
+    """One row per process, children below their parent as a tree."""
+    branch = "" if depth == 0 else prefix + ("└─ " if last else "├─ ")
+    cpu_time = fmt.duration(p.cpu_seconds) if p.cpu_seconds >= 1 else f"{p.cpu_seconds:.2f}s"
+    rows.append([str(p.pid), str(p.ppid), p.user[:8], fmt.percent(p.cpu_percent).rstrip("%"),
+                 fmt.size(p.rss), cpu_time, branch + _label(p, c)])
+    child_prefix = "" if depth == 0 else prefix + ("   " if last else "│  ")
+    for i, ch in enumerate(p.children):
+        _walk(rows, c, ch, child_prefix, i == len(p.children) - 1, depth + 1)
+
+
 def frame_text(pod: PodStatus, trees: dict[str, list[procs.Proc]], now: float, delay: float,
                pal: fmt.Palette, width: int) -> str:
     ready = f"{pod.ready_count}/{len(pod.containers)} ready"
@@ -61,18 +72,8 @@ def frame_text(pod: PodStatus, trees: dict[str, list[procs.Proc]], now: float, d
                      f"{fmt.percent(c.usage.cpu_percent)}")
         out.append(f"{pal(c.name, 'bold')}  {u.name}  {pal.state(u.state, u.active_state)}{total}")
         rows: list[list[str]] = []
-
-        def walk(p: procs.Proc, prefix: str, last: bool, depth: int) -> None:
-            branch = "" if depth == 0 else prefix + ("└─ " if last else "├─ ")
-            rows.append([str(p.pid), str(p.ppid), p.user[:8], fmt.percent(p.cpu_percent).rstrip("%"),
-                         fmt.size(p.rss), fmt.duration(p.cpu_seconds) if p.cpu_seconds >= 1 else f"{p.cpu_seconds:.2f}s",
-                         branch + _label(p, c)])
-            child_prefix = "" if depth == 0 else prefix + ("   " if last else "│  ")
-            for i, ch in enumerate(p.children):
-                walk(ch, child_prefix, i == len(p.children) - 1, depth + 1)
-
         for root in trees.get(c.name, []):
-            walk(root, "", True, 0)
+            _walk(rows, c, root, "", True, 0)
         if not rows:
             out.append("  (no processes)")
             continue

@@ -7,4 +7,6 @@ same text without starting Python (a test keeps the two equal).
 
 from .. import __version__ as VERSION
 
+__all__ = ["VERSION", "VERSION_TEXT"]
+
 VERSION_TEXT = f"conmon version 2.1.6\ncommit: podvisor-conmon {VERSION}\n"

@@ -37,10 +37,11 @@ def _mounts() -> dict[frozenset[str], str]:
     return out
 
 
-def join_cgroups_of(pid: int) -> None:
-    """Move this process into every cgroup `pid` is in; OSError if one cannot be joined."""
+def join_cgroups_of(pid: int, target: int | str = "self") -> None:
+    """Move `target` (default: this process) into every cgroup `pid` is in; OSError if one
+    cannot be joined."""
     theirs = _membership(pid)
-    mine = _membership("self")
+    mine = _membership(target)
     missing = [k for k, path in theirs.items() if mine.get(k) != path]
     if not missing:
         return
@@ -52,6 +53,6 @@ def join_cgroups_of(pid: int) -> None:
         procs = os.path.join(mount, theirs[key].lstrip("/"), "cgroup.procs")
         fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.write(fd, b"0")  # 0: the writing process
+            os.write(fd, b"0" if target == "self" else str(target).encode())  # 0: the writer
         finally:
             os.close(fd)

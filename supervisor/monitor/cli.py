@@ -1,12 +1,14 @@
 """conmon 2.1.6's command line, as podman 4.3.1 passes it, parsed into a frozen Options."""
 from __future__ import annotations
 
-import argparse
-import functools
 import os
 import sys
 
-from .errors import die
+from .errors import die, set_level
+
+TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 LOG_LEVELS = {"error", "fatal", "panic", "warn", "warning", "info", "debug", "trace"}
 
@@ -101,74 +103,152 @@ _DEFAULTS: dict[str, object] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # conmon (GLib) reports option errors on stdout with this prefix, exit 1
-        sys.stdout.write(f"conmon: option parsing failed: {message}\n")
-        sys.stdout.flush()
-        raise SystemExit(1)
+# conmon's options as GLib parses them: (long names, short name, attribute, kind). Kinds: flag,
+# str (last one wins), int (C int, strtol base 0), list (repeatable, in order). A table and a loop
+# rather than argparse: argparse builds hundreds of objects per parse, and in a monitor forked by
+# the fork server every object touched copies a page the server shares (~0.3 MB per monitor).
+FLAG, STR, INT, LIST = 0, 1, 2, 3
+_TABLE: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
+    (("api-version",), "", "api_version", FLAG),
+    (("cid",), "c", "cid", STR),
+    (("cuuid",), "u", "cuuid", STR),
+    (("runtime",), "r", "runtime", STR),
+    (("bundle",), "b", "bundle", STR),
+    (("container-pidfile", "pidfile"), "p", "container_pidfile", STR),
+    (("conmon-pidfile",), "P", "conmon_pidfile", STR),
+    (("name",), "n", "name", STR),
+    (("log-path",), "l", "log_path", LIST),
+    (("stdin",), "i", "stdin", FLAG),
+    (("terminal",), "t", "terminal", FLAG),
+    (("leave-stdin-open",), "", "leave_stdin_open", FLAG),
+    (("exec",), "e", "exec", FLAG),
+    (("exec-process-spec",), "", "exec_process_spec", STR),
+    (("exec-attach",), "", "exec_attach", FLAG),
+    (("systemd-cgroup",), "s", "systemd_cgroup", FLAG),
+    (("timeout",), "T", "timeout", INT),
+    (("persist-dir",), "0", "persist_dir", STR),
+    (("exit-dir",), "", "exit_dir", STR),
+    (("exit-command",), "", "exit_command", STR),
+    (("exit-command-arg",), "", "exit_command_args", LIST),
+    (("exit-delay",), "", "exit_delay", INT),
+    (("runtime-arg",), "", "runtime_args", LIST),
+    (("runtime-opt", "restore-arg"), "", "runtime_opts", LIST),
+    (("restore",), "", "restore", STR),
+    (("log-size-max",), "", "log_size_max", INT),
+    (("log-global-size-max",), "", "log_global_size_max", INT),
+    (("log-tag",), "", "log_tag", STR),
+    (("log-level",), "", "log_level", STR),
+    (("syslog",), "", "syslog", FLAG),
+    (("socket-dir-path",), "", "socket_dir_path", STR),
+    (("full-attach",), "", "full_attach", FLAG),
+    (("sdnotify-socket",), "", "sdnotify_socket", STR),
+    (("no-new-keyring",), "", "no_new_keyring", FLAG),
+    (("no-pivot",), "", "no_pivot", FLAG),
+    (("sync",), "", "sync", FLAG),
+    (("no-sync-log",), "", "no_sync_log", FLAG),
+    (("replace-listen-pid",), "", "replace_listen_pid", FLAG),
+    (("seccomp-notify-socket",), "", "seccomp_notify_socket", STR),
+    (("seccomp-notify-plugins",), "", "seccomp_notify_plugins", STR),
+    # podvisor's own: rotated k8s-file logs kept on --log-size-max (0: truncate like conmon)
+    (("log-rotate-count",), "", "log_rotate_count", INT),
+)
+_LONG = {name: (attr, kind) for names, _, attr, kind in _TABLE for name in names}
+_SHORT = {short: (attr, kind) for _, short, attr, kind in _TABLE if short}
+INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
 
 
-class _Formatter(argparse.HelpFormatter):
-    # a given width spares argparse importing shutil (and with it bz2, lzma, fnmatch) on every
-    # start just to size help text nobody asked for
-    def __init__(self, prog: str) -> None:
-        try:
-            width = int(os.environ.get("COLUMNS", "80")) - 2
-        except ValueError:
-            width = 78
-        super().__init__(prog, width=width)
+def _fail(message: str) -> NoReturn:
+    # conmon (GLib) reports option errors on stdout with this prefix, exit 1
+    sys.stdout.write(f"conmon: option parsing failed: {message}\n")
+    sys.stdout.flush()
+    raise SystemExit(1)
 
 
-@functools.cache  # one per process: the fork server builds it once for all its monitors
-def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="conmon", add_help=True, allow_abbrev=False, formatter_class=_Formatter)
-    a = p.add_argument
-    a("--api-version", action="store_true")
-    a("-c", "--cid")
-    a("-u", "--cuuid")
-    a("-r", "--runtime")
-    a("-b", "--bundle")
-    a("-p", "--container-pidfile", "--pidfile", dest="container_pidfile")
-    a("-P", "--conmon-pidfile")
-    a("-n", "--name")
-    a("-l", "--log-path", action="append", default=[])
-    a("-i", "--stdin", action="store_true")
-    a("-t", "--terminal", action="store_true")
-    a("--leave-stdin-open", action="store_true")
-    a("-e", "--exec", action="store_true")
-    a("--exec-process-spec")
-    a("--exec-attach", action="store_true")
-    a("-s", "--systemd-cgroup", action="store_true")
-    a("-T", "--timeout", type=int, default=0)
-    a("-0", "--persist-dir")
-    a("--exit-dir")
-    a("--exit-command")
-    a("--exit-command-arg", action="append", default=[])
-    a("--exit-delay", type=int, default=0)
-    a("--runtime-arg", action="append", default=[])
-    a("--runtime-opt", "--restore-arg", dest="runtime_opt", action="append", default=[])
-    a("--restore")
-    a("--log-size-max", type=int, default=-1)
-    a("--log-global-size-max", type=int, default=-1)
-    a("--log-tag")
-    a("--log-level", default="warning")
-    a("--syslog", action="store_true")
-    a("--socket-dir-path", default="/var/run/crio")
-    a("--full-attach", action="store_true")
-    a("--sdnotify-socket")
-    a("--no-new-keyring", action="store_true")
-    a("--no-pivot", action="store_true")
-    a("--sync", action="store_true")
-    a("--no-sync-log", action="store_true")
-    a("--replace-listen-pid", action="store_true")
-    a("--seccomp-notify-socket")
-    a("--seccomp-notify-plugins")
-    a("--log-rotate-count", type=int, default=None,
-      help="podvisor: rotated k8s-file logs kept on --log-size-max (0: truncate like conmon)")
-    # podman passes "--api-version 1": the 1 is a stray positional, tolerated like GLib does
-    a("extra", nargs="*")
-    return p
+def _help() -> NoReturn:
+    lines = ["Usage:", "  conmon [OPTION…] - conmon utility (podvisor-conmon)", "", "Options:"]
+    for names, short, _, kind in _TABLE:
+        flags = ", ".join([*([f"-{short}"] if short else []), *(f"--{n}" for n in names)])
+        lines.append(f"  {flags}{'' if kind == FLAG else ' VALUE'}")
+    lines.append("  --version")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    raise SystemExit(0)
+
+
+def _int(value: str, option: str) -> int:
+    """A C int as GLib reads it: strtol(base 0) over the whole word, leading blanks allowed."""
+    text = value.lstrip(" \t\n\r\f\v")
+    sign = -1 if text[:1] == "-" else 1
+    digits = text[1:] if text[:1] in "+-" and text else text
+    base = 16 if digits[:2].lower() == "0x" else 8 if digits[:1] == "0" and len(digits) > 1 else 10
+    try:
+        number = sign * int(digits[2:] if base == 16 else digits, base)
+    except ValueError:
+        _fail(f"Cannot parse integer value “{value}” for {option}")
+    if not INT_MIN <= number <= INT_MAX:
+        _fail(f"Integer value “{value}” for {option} out of range")
+    return number
+
+
+def _store(values: dict[str, Any], attr: str, kind: int, value: str, option: str) -> None:
+    if kind == INT:
+        values[attr] = _int(value, option)
+    elif kind == LIST:
+        values.setdefault(attr, [])
+        lst = values[attr]
+        assert isinstance(lst, list)
+        lst.append(value)
+    else:
+        values[attr] = value
+
+
+def _scan(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """argv -> (attribute -> value, positional words). GLib's rules: an option's value is the
+    next word verbatim (even empty or starting with '-'; podman passes `--runtime-arg --log`)
+    or follows `--long=`; short flags group (`-it`); `--` ends the options."""
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    i, n = 0, len(argv)
+    while i < n:
+        word = argv[i]
+        i += 1
+        if word == "--":
+            rest += argv[i:]
+            break
+        if word.startswith("--"):
+            name, eq, value = word[2:].partition("=")
+            if name in ("help", "help-all"):
+                _help()
+            if name not in _LONG:
+                _fail(f"Unknown option {word}")
+            attr, kind = _LONG[name]
+            if kind == FLAG:
+                values[attr] = True
+                continue
+            if not eq:
+                if i == n:
+                    _fail(f"Missing argument for {word}")
+                value = argv[i]
+                i += 1
+            _store(values, attr, kind, value, f"--{name}")
+        elif word.startswith("-") and len(word) > 1:
+            group = word[1:]
+            for k, ch in enumerate(group):
+                if ch in "h?":
+                    _help()
+                if ch not in _SHORT:
+                    _fail(f"Unknown option {word}")
+                attr, kind = _SHORT[ch]
+                if kind == FLAG:
+                    values[attr] = True
+                    continue
+                if k != len(group) - 1 or i == n:
+                    _fail(f"Missing argument for -{ch}")
+                _store(values, attr, kind, argv[i], f"-{ch}")
+                i += 1
+        else:
+            rest.append(word)
+    return values, rest
 
 
 def parse_log_target(spec: str) -> LogTarget:
@@ -214,107 +294,59 @@ def _rotate_count(arg: int | None) -> int:
     return count
 
 
-def _join_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
-    """GLib takes the word after an option verbatim, even if it is empty or starts with '-'
-    (podman passes `--runtime-arg --log-format=json`); argparse would not, so glue each such
-    pair into `--long-name=value`."""
-    long_name = {s: next(o for o in a.option_strings if o.startswith("--"))
-                 for a in parser._actions if a.option_strings and a.nargs is None
-                 for s in a.option_strings}
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in long_name and i + 1 < len(argv):
-            out.append(f"{long_name[arg]}={argv[i + 1]}")
-            i += 2
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def parse(argv: list[str]) -> Options:
-    parser = _build_parser()
-    ns, unknown = parser.parse_known_args(_join_values(parser, argv))
-    for word in unknown:
-        if word.startswith("-"):
-            parser.error(f"Unknown option {word.split('=', 1)[0]}")
-    if not ns.cid:
+def _validate(v: dict[str, Any]) -> tuple[LogTarget, ...]:
+    """conmon's checks, in conmon's order and words (podman shows them to users)."""
+    if not v.get("cid"):
         sys.stderr.write("conmon: Container ID not provided. Use --cid\n")
         raise SystemExit(1)
-    if not ns.cuuid and not (ns.exec and not ns.api_version):
+    if not v.get("cuuid") and not (v.get("exec") and not v.get("api_version")):
         die("Container UUID not provided. Use --cuuid", colon=False)
-    if not ns.runtime:
+    runtime = v.get("runtime")
+    if not runtime:
         die("Runtime path not provided. Use --runtime", colon=False)
-    if not os.access(ns.runtime, os.X_OK):
-        err = os.strerror(2 if not os.path.exists(ns.runtime) else 13)
-        die(f"Runtime path {ns.runtime} is not valid {err}")
-    if ns.exec and not ns.exec_process_spec:
+    if not os.access(runtime, os.X_OK):
+        err = os.strerror(2 if not os.path.exists(runtime) else 13)
+        die(f"Runtime path {runtime} is not valid {err}")
+    if v.get("exec") and not v.get("exec_process_spec"):
         die("Exec process spec path not provided. Use --exec-process-spec", colon=False)
-    if ns.exec_attach and not ns.exec:
+    if v.get("exec_attach") and not v.get("exec"):
         die("Attach can only be specified with exec", colon=False)
-    if ns.exec_attach and not ns.api_version:
+    if v.get("exec_attach") and not v.get("api_version"):
         die("Attach can only be specified for a non-legacy exec session", colon=False)
-    if ns.seccomp_notify_socket or ns.seccomp_notify_plugins:
+    if v.get("seccomp_notify_socket") or v.get("seccomp_notify_plugins"):
         # podman (4.3.1 to 5.4) never passes them; a silent no-op would leave the container's
         # seccomp notifications unanswered
         die("--seccomp-notify-socket/--seccomp-notify-plugins are not supported by podvisor-conmon")
-    if ns.restore and ns.exec:
+    if v.get("restore") and v.get("exec"):
         die("Cannot use 'exec' and 'restore' at the same time", colon=False)
-    if not ns.log_path:
+    if not v.get("log_path"):
         die("Log driver not provided. Use --log-path", colon=False)
-    logs = tuple(parse_log_target(s) for s in ns.log_path)
-    if ns.log_level.lower() not in LOG_LEVELS:
-        die(f"No such log level {ns.log_level}")
-    if any(t.driver == "journald" for t in logs) and len(ns.cid) <= 12:
+    logs = tuple(parse_log_target(s) for s in v["log_path"])
+    level = v.get("log_level", Options.log_level)
+    if level.lower() not in LOG_LEVELS:
+        die(f"No such log level {level}")
+    drivers = {t.driver for t in logs}
+    if "journald" in drivers and len(v["cid"]) <= 12:
         die("Container ID must be longer than 12 characters", colon=False)
-    if ns.log_tag and any(t.driver == "k8s-file" for t in logs) and not any(
-        t.driver == "journald" for t in logs
-    ):
+    if v.get("log_tag") and "k8s-file" in drivers and "journald" not in drivers:
         die("k8s-file doesn't support --log-tag", colon=False)
-    cwd = os.getcwd()
-    bundle = ns.bundle or cwd
-    return Options(
-        cid=ns.cid,
-        cuuid=ns.cuuid or "",
-        runtime=ns.runtime,
-        bundle=bundle,
-        container_pidfile=ns.container_pidfile or os.path.join(cwd, f"pidfile-{ns.cid}"),
-        conmon_pidfile=ns.conmon_pidfile,
-        name=ns.name,
-        logs=logs,
-        exec=ns.exec,
-        exec_process_spec=ns.exec_process_spec,
-        exec_attach=ns.exec_attach,
-        api_version=ns.api_version,
-        stdin=ns.stdin,
-        terminal=ns.terminal,
-        leave_stdin_open=ns.leave_stdin_open,
-        systemd_cgroup=ns.systemd_cgroup,
-        timeout=ns.timeout,
-        persist_dir=ns.persist_dir,
-        exit_dir=ns.exit_dir,
-        exit_command=ns.exit_command,
-        exit_command_args=tuple(ns.exit_command_arg),
-        exit_delay=ns.exit_delay,
-        runtime_args=tuple(ns.runtime_arg),
-        runtime_opts=tuple(ns.runtime_opt),
-        restore=ns.restore,
-        log_size_max=ns.log_size_max,
-        log_global_size_max=ns.log_global_size_max,
-        log_tag=ns.log_tag,
-        log_level=ns.log_level.lower(),
-        syslog=ns.syslog,
-        socket_dir_path=ns.socket_dir_path,
-        full_attach=ns.full_attach,
-        sdnotify_socket=ns.sdnotify_socket,
-        no_new_keyring=ns.no_new_keyring,
-        no_pivot=ns.no_pivot,
-        sync=ns.sync,
-        no_sync_log=ns.no_sync_log,
-        replace_listen_pid=ns.replace_listen_pid,
-        log_rotate_count=_rotate_count(ns.log_rotate_count),
-        extra=tuple(ns.extra),
-    )
+    return logs
 
+
+def parse(argv: list[str]) -> Options:
+    values, extra = _scan(argv)
+    logs = _validate(values)
+    for unused in ("log_path", "seccomp_notify_socket", "seccomp_notify_plugins"):
+        values.pop(unused, None)
+    for name in ("exit_command_args", "runtime_args", "runtime_opts"):
+        if name in values:
+            values[name] = tuple(values[name])
+    cwd = os.getcwd()
+    values["bundle"] = values.get("bundle") or cwd
+    values["cuuid"] = values.get("cuuid") or ""
+    values["container_pidfile"] = (values.get("container_pidfile")
+                                   or os.path.join(cwd, f"pidfile-{values['cid']}"))
+    values["log_level"] = values.get("log_level", Options.log_level).lower()
+    values["log_rotate_count"] = _rotate_count(values.get("log_rotate_count"))
+    set_level(values["log_level"])
+    return Options(logs=logs, extra=tuple(extra), **values)

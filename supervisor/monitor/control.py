@@ -47,7 +47,10 @@ class Control:
             r, w = _make_fifo(bundle_fd, name)
             self.fds += [r, w]
             self._bufs[r] = b""
-            loop.add(r, READ, lambda ev, fd=r, h=handler: self._read(fd, h))
+            loop.add(r, READ, self._reader(r, handler))
+
+    def _reader(self, fd: int, handle: Callable[[bytes], None]) -> Callable[[int], None]:
+        return lambda ev: self._read(fd, handle)
 
     def _read(self, fd: int, handle: Callable[[bytes], None]) -> None:
         try:

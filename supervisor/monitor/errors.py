@@ -1,7 +1,9 @@
 """The monitor's own diagnostics, in conmon's `[conmon:X]` format.
 
-Before the monitor detaches they reach podman's stderr (so podman can show them);
-afterwards stderr is /dev/null and `--syslog` also sends them to syslog.
+Before the monitor detaches they reach podman's stderr (so podman can show them); afterwards
+stderr is /dev/null, or the file PODVISOR_CONMON_LOG names, and `--syslog` also sends them to
+syslog. `--log-level` filters them as conmon's does: errors always; warnings at warn(ing) and
+below (the default); `info`, `debug` and `trace` add lines of those kinds.
 """
 from __future__ import annotations
 
@@ -14,6 +16,20 @@ if TYPE_CHECKING:
 
 _use_syslog = False
 _ident = "conmon"
+# conmon's ranks: error/fatal/panic 0, warn(ing) 1, info 2, debug 3, trace 4
+RANKS = {"error": 0, "fatal": 0, "panic": 0, "warn": 1, "warning": 1, "info": 2, "debug": 3,
+         "trace": 4}
+_rank = 1
+
+
+def set_level(level: str) -> None:
+    global _rank
+    _rank = RANKS.get(level.lower(), 1)
+
+
+def enabled(level: str) -> bool:
+    """Whether messages of `level` (warning, info, debug, trace) are written."""
+    return RANKS[level] <= _rank
 
 
 def enable_syslog(cid: str, tag: str | None) -> None:
@@ -34,7 +50,8 @@ def _emit(level: str, msg: str, colon: bool) -> None:
     if _use_syslog:
         import syslog
 
-        prio = {"e": syslog.LOG_ERR, "w": syslog.LOG_WARNING}.get(level, syslog.LOG_INFO)
+        prio = {"e": syslog.LOG_ERR, "w": syslog.LOG_WARNING, "i": syslog.LOG_INFO}.get(
+            level, syslog.LOG_DEBUG)
         syslog.syslog(prio, msg)
 
 
@@ -44,7 +61,18 @@ def die(msg: str, colon: bool = True) -> NoReturn:
 
 
 def warn(msg: str) -> None:
-    _emit("w", msg, True)
+    if _rank >= 1:
+        _emit("w", msg, True)
+
+
+def info(msg: str) -> None:
+    if _rank >= 2:
+        _emit("i", msg, True)
+
+
+def debug(msg: str) -> None:
+    if _rank >= 3:
+        _emit("d", msg, True)
 
 
 _faults_reported = 0

@@ -8,10 +8,14 @@ also what `pgrep conmon` does.
 """
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 NAME = "podvisor-conmon"  # 15 bytes: all of it fits in comm
 
 
-def _setproctitle():
+def load_setproctitle() -> Callable[[str], None] | None:
     """setproctitle's C extension, loaded without its package's __init__: that one imports
     logging (and so threading, traceback, tokenize…), ~1.5 ms per start, and logging's at-fork
     handler alone dirtied ~400 kB of every monitor the fork server forks."""
@@ -31,19 +35,22 @@ def _setproctitle():
                     name = "setproctitle._setproctitle"
                     spec = boot.spec_from_loader(name, ext.ExtensionFileLoader(name, path),
                                                  origin=path)
+                    if spec is None:
+                        return None
                     mod = boot.module_from_spec(spec)
                     sys.modules[name] = mod
                     break
             if mod is not None:
                 break
-    return getattr(mod, "setproctitle", None)
+    function: Callable[[str], None] | None = getattr(mod, "setproctitle", None)
+    return function
 
 
 def set_identity(argv: list[str]) -> None:
     # setproctitle (PyPI) rewrites the argv area the kernel shows as /proc/PID/cmdline, moving
     # environ out of the way first: nothing in the standard library can do that. On Linux it
     # also sets comm with prctl(PR_SET_NAME) to the title's first 15 bytes, "podvisor-conmon".
-    setproctitle = _setproctitle()
+    setproctitle = load_setproctitle()
     if setproctitle is not None:
         setproctitle(" ".join([NAME, *argv]))
         return

@@ -17,17 +17,11 @@ class Inotify:
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        self.fd = fd
+        self.fd = int(fd)
 
     def add_watch(self, path: str, mask: int) -> int:
         wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), ctypes.c_uint32(mask))
         if wd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path)
-        return wd
-
-    def read_events(self) -> bytes:
-        try:
-            return os.read(self.fd, 65536)
-        except BlockingIOError:
-            return b""
+        return int(wd)

@@ -21,26 +21,20 @@ from __future__ import annotations
 import os
 import sys
 
+from supervisor.forksocket import socket_path
+
+TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
+if TYPE_CHECKING:
+    import _socket
+
 PROTOCOL = b"podvisor-conmon-fork/1"
-SOCKET_DIR = "/run/podvisor"
 MAX_FDS = 253  # SCM_MAX_FD
-
-
-def socket_path() -> str:
-    """One socket per install, so two virtualenvs (or a reinstall elsewhere) never meet."""
-    path = os.environ.get("PODVISOR_CONMON_SOCKET")
-    if path:
-        return path
-    import zlib
-
-    here = os.path.dirname(os.path.realpath(__file__)).encode()
-    return f"{SOCKET_DIR}/conmon-{zlib.crc32(here):08x}.sock"
 
 
 def install_token() -> bytes:
     """Which install and which build of it: a reinstall changes the files' inode and mtime, so
     a server started before an upgrade never serves the new launcher."""
-    from . import VERSION
+    from .. import __version__ as VERSION
 
     here = os.path.dirname(os.path.realpath(__file__))
     st = os.stat(os.path.join(here, "main.py"))
@@ -111,7 +105,7 @@ def served(argv: list[str], mode: str) -> int | None:
         sock.close()
 
 
-def _await(sock) -> int | None:
+def _await(sock: _socket.socket) -> int | None:
     """Server replies, one line each: `S` the monitor has taken over (from here on it owns the
     start pipe), `F reason` refused (nothing was touched), `X code` the first process's status."""
     buf = b""

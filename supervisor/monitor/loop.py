@@ -39,7 +39,6 @@ class Loop:
         self.fault_count = 0
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._cancelled: set[int] = set()
 
     def add(self, fd: int, mask: int, handler: Handler, essential: bool = False) -> None:
         self._handlers[fd] = handler
@@ -69,31 +68,26 @@ class Loop:
     def watching(self, fd: int) -> bool:
         return fd in self._handlers
 
-    def call_later(self, delay: float, cb: Callable[[], None]) -> int:
-        seq = next(self._seq)
-        heapq.heappush(self._timers, (time.monotonic() + delay, seq, cb))
-        return seq
-
-    def cancel(self, timer: int) -> None:
-        self._cancelled.add(timer)
+    def call_later(self, delay: float, cb: Callable[[], None]) -> None:
+        # the sequence number keeps timers due at the same time in order, and callbacks uncompared
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), cb))
 
     def _run_timers(self) -> float:
-        """Fire due timers; return seconds until the next one, or -1 for none."""
+        """Fire due timers; return how long epoll may sleep: until the next timer, -1 for
+        ever, or 0 once one has fired, so that `run` sees what it changed before sleeping."""
+        fired = False
         while self._timers:
-            when, seq, cb = self._timers[0]
-            if seq in self._cancelled:
-                heapq.heappop(self._timers)
-                self._cancelled.discard(seq)
-                continue
+            when, _, cb = self._timers[0]
             now = time.monotonic()
             if when > now:
-                return when - now
+                return 0 if fired else when - now
             heapq.heappop(self._timers)
+            fired = True
             try:
                 cb()
             except Exception as e:
                 self._report(f"timer {getattr(cb, '__qualname__', cb)!s}", e)
-        return -1
+        return 0 if fired else -1
 
     def _report(self, what: str, exc: BaseException) -> None:
         self.fault_count += 1

@@ -12,19 +12,17 @@ messages wait in order; beyond that they are dropped, counted and reported.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
 import socket
 from collections import deque
 
+from .. import notifysocket
 from .errors import warn
 from .loop import READ, WRITE, Loop
 
 DATAGRAM_MAX = 4096
 QUEUE_MAX = 64  # datagrams; systemd's own socket queue is about this deep too
-# systemd went away and came back (daemon-reexec): connect again
-_RECONNECT = (errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET, errno.ENOENT, errno.EPIPE)
 _ALLOWED = re.compile(
     rb"(?:READY=1|RELOADING=1|STOPPING=1|WATCHDOG=1|WATCHDOG=trigger"
     rb"|STATUS=[^\n]{0,1024}|ERRNO=\d{1,10}|BUSERROR=[A-Za-z0-9_.\-]{1,255}"
@@ -50,7 +48,6 @@ class SystemdSocket:
     def __init__(self, loop: Loop, address: str) -> None:
         self.loop = loop
         self.display = address
-        self.address = "\0" + address[1:] if address.startswith("@") else address
         self.sock: socket.socket | None = None
         self.queue: deque[bytes] = deque()
         self.sent = 0
@@ -61,12 +58,9 @@ class SystemdSocket:
 
     def _connect(self) -> bool:
         self._close_sock()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                             | socket.SOCK_NONBLOCK)
         try:
-            sock.connect(self.address)
+            sock = notifysocket.connect(self.display)
         except OSError as e:
-            sock.close()
             self._fail(f"cannot reach systemd's notify socket {self.display}: {e}")
             return False
         self.sock = sock
@@ -98,11 +92,11 @@ class SystemdSocket:
                 return True
             assert self.sock is not None
             try:
-                self.sock.send(msg, socket.MSG_NOSIGNAL)
+                notifysocket.send(self.sock, msg)
             except BlockingIOError:
                 return False
             except OSError as e:
-                if e.errno in _RECONNECT and attempt == 1:
+                if e.errno in notifysocket.RECONNECT and attempt == 1:
                     self._close_sock()
                     continue
                 self._fail(f"sd_notify to systemd failed: {e}")

@@ -63,6 +63,10 @@ class OomWatcher:
         self.oomed = False
         self.candidate = False
         self.fds: list[int] = []
+        self.events_file = ""  # memory.oom_control (v1) or memory.events (v2)
+        self.start_kills = 0  # the oom_kill counter when the container started
+        self.start_ooms = 0  # v2: the oom counter then
+        self.event_fd = -1  # v1: the eventfd; v2: the inotify fd
         paths = _cgroup_paths(pid)
         if _is_cgroup2():
             self._setup_v2(CGROUP_ROOT + paths.get("", "/"))
@@ -71,7 +75,6 @@ class OomWatcher:
 
     # cgroup v1 ---------------------------------------------------------------------------
     def _setup_v1(self, cg: str) -> None:
-        self.v1_dir = cg
         self.events_file = os.path.join(cg, "memory.oom_control")
         ctl = os.open(self.events_file, os.O_RDONLY | os.O_CLOEXEC)
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -79,12 +82,12 @@ class OomWatcher:
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         with open(os.path.join(cg, "cgroup.event_control"), "w") as f:
             f.write(f"{efd} {ctl}")
-        self.efd = efd
+        self.event_fd = efd
         self.loop.add(efd, READ, self._on_v1_event)
 
     def _on_v1_event(self, ev: int) -> None:
         try:
-            os.eventfd_read(self.efd)
+            os.eventfd_read(self.event_fd)
         except BlockingIOError:
             return
         if self._check_counter():
@@ -92,7 +95,7 @@ class OomWatcher:
         if os.path.exists(self.events_file):
             self.candidate = True  # entering OOM: the kill (and the counter) follow
         else:  # the cgroup was removed: nothing more will come
-            self.loop.remove(self.efd)
+            self.loop.remove(self.event_fd)
 
     # cgroup v2 ---------------------------------------------------------------------------
     def _setup_v2(self, cg: str) -> None:
@@ -101,13 +104,17 @@ class OomWatcher:
         self.events_file = os.path.join(cg, "memory.events")
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         self.start_ooms = _read_counter(self.events_file, "oom") or 0
-        self.inotify = Inotify()
-        self.inotify.add_watch(self.events_file, IN_MODIFY)
-        self.fds.append(self.inotify.fd)
-        self.loop.add(self.inotify.fd, READ, self._on_v2_event)
+        inotify = Inotify()
+        inotify.add_watch(self.events_file, IN_MODIFY)
+        self.fds.append(inotify.fd)
+        self.event_fd = inotify.fd
+        self.loop.add(inotify.fd, READ, self._on_v2_event)
 
     def _on_v2_event(self, ev: int) -> None:
-        self.inotify.read_events()
+        try:
+            os.read(self.event_fd, 65536)  # the events themselves say nothing more
+        except BlockingIOError:
+            pass
         if self._check_counter() is False and (_read_counter(self.events_file, "oom") or 0) > self.start_ooms:
             self.candidate = True
 

@@ -6,6 +6,7 @@ import signal
 import sys
 
 from .cli import Options
+from .errors import debug
 from .linux import set_oom_score_adj, set_pdeathsig
 
 
@@ -40,6 +41,7 @@ def spawn(opts: Options, argv: list[str], stdin: int, stdout: int, stderr: int,
           second_start_fd: int | None, reset_signals: list[int]) -> int:
     pid = os.fork()
     if pid:
+        debug(f"runtime started as pid {pid}: {' '.join(argv)}")
         return pid
     try:
         # the runtime must not outlive the monitor while it sets the container up

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .model import DefinitionError, Health, Loc, OnFailure, Probe, Readiness, Verbatim
@@ -117,56 +117,43 @@ def _health_command(cmd: str, loc: Loc) -> tuple[str, ...]:
     return tuple(Verbatim(w) for w in command)
 
 
-def from_quadlet(keys: dict[str, tuple[str, Loc]], notify: Readiness, notify_loc: Loc,
-                 duration: Callable[[str, Loc], float],
-                 words: Callable[[str, Loc], list[str]]) -> tuple[Probe | None, Health, bool]:
-    """Quadlet's Health*/Reload* keys -> (readiness probe for Notify=healthy, Health,
-    whether to pass --no-healthcheck). podman's own healthchecks are never configured: podman 4.3.1
-    runs them from transient systemd timers and cannot act on a failure."""
+class _Keys:
+    """The Health*/Reload* keys of one .container file, read with the reader's duration syntax."""
 
-    def seconds(key: str, default: float | None) -> float | None:
-        if key not in keys:
+    def __init__(self, keys: dict[str, tuple[str, Loc]], duration: Callable[[str, Loc], float]) -> None:
+        self.keys = keys
+        self.duration = duration
+
+    def seconds(self, key: str, default: float | None) -> float | None:
+        if key not in self.keys:
             return default
-        value, loc = keys[key]
+        value, loc = self.keys[key]
         if value == "disable":
             return None
-        return max(duration(value, loc), 0.001)
+        return max(self.duration(value, loc), 0.001)
 
-    def count(key: str, default: int, low: int) -> int:
-        if key not in keys:
+    def count(self, key: str, default: int, low: int) -> int:
+        if key not in self.keys:
             return default
-        value, loc = keys[key]
+        value, loc = self.keys[key]
         if not value.isdigit() or int(value) < low:
             raise DefinitionError(loc, f"{value!r}: expected a whole number of at least {low}")
         return int(value)
 
-    no_healthcheck = False
-    liveness = readiness = None
-    cmd = keys.get("HealthCmd")
-    if cmd is not None and cmd[0].strip().lower() == "none":
-        no_healthcheck = True  # podman's "none": also turn off an image HEALTHCHECK
-        cmd = None
-    if cmd is None:
-        for key in ("HealthInterval", "HealthRetries", "HealthStartPeriod", "HealthTimeout", "HealthOnFailure"):
-            if key in keys:
-                raise DefinitionError(keys[key][1], "needs HealthCmd=")
-        if notify is Readiness.HEALTHY:
-            raise DefinitionError(notify_loc, "Notify=healthy needs HealthCmd=")
-    else:
-        command = _health_command(*cmd)
-        interval = seconds("HealthInterval", PODMAN_INTERVAL)
-        timeout = seconds("HealthTimeout", PODMAN_TIMEOUT) or PODMAN_TIMEOUT
-        retries = count("HealthRetries", PODMAN_RETRIES, 1)
-        if notify is Readiness.HEALTHY:
-            # readiness wants the first answer sooner than podman's 30 s
-            readiness = Probe("exec", command=command, period=interval if "HealthInterval" in keys and interval
-                              else 1.0, timeout=timeout, loc=notify_loc)
-        if interval is not None:  # "disable": podman never runs it on its own
-            liveness = Probe("exec", command=command, period=interval, timeout=timeout,
-                             failure_threshold=retries, loc=cmd[1])
-        elif "HealthOnFailure" in keys and keys["HealthOnFailure"][0] != "none":
-            raise DefinitionError(keys["HealthOnFailure"][1], "HealthInterval=disable: the check never runs, "
-                                                              "so there is no failure to act on")
+    def require(self, names: tuple[str, ...], needed: str) -> None:
+        for key in names:
+            if key in self.keys:
+                raise DefinitionError(self.keys[key][1], f"needs {needed}=")
+
+
+def from_quadlet(keys: dict[str, tuple[str, Loc]], notify: Readiness, notify_loc: Loc,
+                 duration: Callable[[str, Loc], float],
+                 words: Callable[[str, Loc], Sequence[str]]) -> tuple[Probe | None, Health, bool]:
+    """Quadlet's Health*/Reload* keys -> (readiness probe for Notify=healthy, Health,
+    whether to pass --no-healthcheck). podman's own healthchecks are never configured: podman 4.3.1
+    runs them from transient systemd timers and cannot act on a failure."""
+    k = _Keys(keys, duration)
+    readiness, liveness, no_healthcheck = _quadlet_check(k, notify, notify_loc)
     on_failure = OnFailure.NONE
     if "HealthOnFailure" in keys:
         value, loc = keys["HealthOnFailure"]
@@ -174,27 +161,63 @@ def from_quadlet(keys: dict[str, tuple[str, Loc]], notify: Readiness, notify_loc
             on_failure = OnFailure(value)
         except ValueError:
             raise DefinitionError(loc, f"{value!r}: expected none, kill, restart or stop") from None
-    start_period = seconds("HealthStartPeriod", 0.0) or 0.0
+    start_period = k.seconds("HealthStartPeriod", 0.0) or 0.0
+    reload_command, reload_signal = _quadlet_reload(keys, words)
+    health = Health(liveness=liveness, startup=_quadlet_startup(k, notify), on_failure=on_failure,
+                    start_period=start_period, reload_command=reload_command, reload_signal=reload_signal)
+    return readiness, health, no_healthcheck
 
-    startup = None
-    scmd = keys.get("HealthStartupCmd")
+
+def _quadlet_check(k: _Keys, notify: Readiness, notify_loc: Loc) -> tuple[Probe | None, Probe | None, bool]:
+    """HealthCmd= and its timing -> (readiness probe, liveness probe, --no-healthcheck)."""
+    keys = k.keys
+    cmd = keys.get("HealthCmd")
+    no_healthcheck = cmd is not None and cmd[0].strip().lower() == "none"  # also turns off an image HEALTHCHECK
+    if cmd is None or no_healthcheck:
+        k.require(("HealthInterval", "HealthRetries", "HealthStartPeriod", "HealthTimeout", "HealthOnFailure"),
+                  "HealthCmd")
+        if notify is Readiness.HEALTHY:
+            raise DefinitionError(notify_loc, "Notify=healthy needs HealthCmd=")
+        return None, None, no_healthcheck
+    readiness = liveness = None
+    command = _health_command(*cmd)
+    interval = k.seconds("HealthInterval", PODMAN_INTERVAL)
+    timeout = k.seconds("HealthTimeout", PODMAN_TIMEOUT) or PODMAN_TIMEOUT
+    retries = k.count("HealthRetries", PODMAN_RETRIES, 1)
+    if notify is Readiness.HEALTHY:
+        # readiness wants the first answer sooner than podman's 30 s
+        readiness = Probe("exec", command=command, period=interval if "HealthInterval" in keys and interval
+                          else 1.0, timeout=timeout, loc=notify_loc)
+    if interval is not None:  # "disable": podman never runs it on its own
+        liveness = Probe("exec", command=command, period=interval, timeout=timeout,
+                         failure_threshold=retries, loc=cmd[1])
+    elif "HealthOnFailure" in keys and keys["HealthOnFailure"][0] != "none":
+        raise DefinitionError(keys["HealthOnFailure"][1], "HealthInterval=disable: the check never runs, "
+                                                          "so there is no failure to act on")
+    return readiness, liveness, False
+
+
+def _quadlet_startup(k: _Keys, notify: Readiness) -> Probe | None:
+    scmd = k.keys.get("HealthStartupCmd")
     if scmd is None:
-        for key in ("HealthStartupInterval", "HealthStartupRetries", "HealthStartupSuccess", "HealthStartupTimeout"):
-            if key in keys:
-                raise DefinitionError(keys[key][1], "needs HealthStartupCmd=")
-    else:
-        if notify is Readiness.CONTAINER:
-            raise DefinitionError(scmd[1], "a startup check cannot hold back Notify=yes (the app sends READY=1 "
-                                           "itself); use Notify=no or Notify=healthy")
-        sinterval = seconds("HealthStartupInterval", PODMAN_INTERVAL)
-        if sinterval is None:
-            raise DefinitionError(keys["HealthStartupInterval"][1], "the startup check must run: give a duration")
-        startup = Probe("exec", command=_health_command(*scmd), period=sinterval,
-                        timeout=seconds("HealthStartupTimeout", PODMAN_TIMEOUT) or PODMAN_TIMEOUT,
-                        # podman: 0 retries = retry until the start times out (TimeoutStartSec=)
-                        failure_threshold=count("HealthStartupRetries", 0, 0),
-                        success_threshold=max(1, count("HealthStartupSuccess", 1, 0)), loc=scmd[1])
+        k.require(("HealthStartupInterval", "HealthStartupRetries", "HealthStartupSuccess", "HealthStartupTimeout"),
+                  "HealthStartupCmd")
+        return None
+    if notify is Readiness.CONTAINER:
+        raise DefinitionError(scmd[1], "a startup check cannot hold back Notify=yes (the app sends READY=1 "
+                                       "itself); use Notify=no or Notify=healthy")
+    sinterval = k.seconds("HealthStartupInterval", PODMAN_INTERVAL)
+    if sinterval is None:
+        raise DefinitionError(k.keys["HealthStartupInterval"][1], "the startup check must run: give a duration")
+    return Probe("exec", command=_health_command(*scmd), period=sinterval,
+                 timeout=k.seconds("HealthStartupTimeout", PODMAN_TIMEOUT) or PODMAN_TIMEOUT,
+                 # podman: 0 retries = retry until the start times out (TimeoutStartSec=)
+                 failure_threshold=k.count("HealthStartupRetries", 0, 0),
+                 success_threshold=max(1, k.count("HealthStartupSuccess", 1, 0)), loc=scmd[1])
 
+
+def _quadlet_reload(keys: dict[str, tuple[str, Loc]],
+                    words: Callable[[str, Loc], Sequence[str]]) -> tuple[tuple[str, ...], str]:
     reload_command: tuple[str, ...] = ()
     reload_signal = ""
     if "ReloadCmd" in keys and "ReloadSignal" in keys:
@@ -205,6 +228,4 @@ def from_quadlet(keys: dict[str, tuple[str, Loc]], notify: Readiness, notify_loc
             raise DefinitionError(keys["ReloadCmd"][1], "empty command")
     if "ReloadSignal" in keys:
         reload_signal = signal_name(*keys["ReloadSignal"])
-    health = Health(liveness=liveness, startup=startup, on_failure=on_failure, start_period=start_period,
-                    reload_command=reload_command, reload_signal=reload_signal)
-    return readiness, health, no_healthcheck
+    return reload_command, reload_signal

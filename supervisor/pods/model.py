@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .sockets import Socket
+from supervisor.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class Loc:
         return Loc(self.source, path, line if line is not None else self.line)
 
 
-class DefinitionError(ValueError):
+class DefinitionError(UserError, ValueError):
     """A pod definition we cannot turn into units; str() names file, path and field."""
 
     def __init__(self, loc: Loc, message: str) -> None:
@@ -164,6 +162,28 @@ class UnitLines:
     unit: tuple[tuple[str, str], ...] = ()
     service: tuple[tuple[str, str], ...] = ()
     install: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One listening socket: a unit's ``Listen*=`` line."""
+
+    kind: str                 # ListenStream, ListenDatagram or ListenSequentialPacket
+    address: str              # systemd's syntax: [IP:]PORT, [IPv6]:PORT, /path, @abstract
+    port: Port | None = None  # the declared container port it serves (Kubernetes)
+    loc: Loc = field(default=Loc(""), compare=False)
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A container's socket unit (socket activation, pods/sockets.py): systemd listens, the first
+    connection starts the pod."""
+
+    container: str
+    listens: tuple[Listen, ...]
+    options: tuple[tuple[str, str], ...] = ()  # extra [Socket] lines (unit syntax)
+    unit_lines: UnitLines = field(default_factory=UnitLines)  # extra [Unit]/[Install] lines
+    loc: Loc = field(default=Loc(""), compare=False)
 
 
 @dataclass(frozen=True)

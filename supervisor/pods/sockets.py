@@ -1,6 +1,6 @@
 """Socket activation: systemd owns a container's listening sockets and passes them to it.
 
-The model (`Listen`, `Socket`), the two readers' entry points and the rules a pod with sockets
+The two readers' entry points and the rules a pod with sockets
 must satisfy. No I/O beyond reading a ``.socket`` file it is given.
 
 * Kubernetes: the annotation ``podvisor.io/socket-activation[.CONTAINER]`` names activated
@@ -18,11 +18,10 @@ set (podman passes them on; ``LISTEN_PID`` is 1 inside the container).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .model import DefinitionError, Loc, Port, UnitLines, Verbatim
+from .model import DefinitionError, Listen, Loc, Port, Socket, UnitLines, Verbatim
 
 if TYPE_CHECKING:
     from .model import Pod
@@ -49,27 +48,6 @@ REFUSED = {
     "ExecStartPre": "socket hooks are not supported", "ExecStartPost": "socket hooks are not supported",
     "ExecStopPre": "socket hooks are not supported", "ExecStopPost": "socket hooks are not supported",
 }
-
-
-@dataclass(frozen=True)
-class Listen:
-    """One listening socket: a unit's ``Listen*=`` line."""
-
-    kind: str                 # one of LISTEN_KEYS
-    address: str              # systemd's syntax: [IP:]PORT, [IPv6]:PORT, /path, @abstract
-    port: Port | None = None  # the declared container port it serves (Kubernetes)
-    loc: Loc = field(default=Loc(""), compare=False)
-
-
-@dataclass(frozen=True)
-class Socket:
-    """A container's socket unit: systemd listens, the first connection starts the pod."""
-
-    container: str
-    listens: tuple[Listen, ...]
-    options: tuple[tuple[str, str], ...] = ()  # extra [Socket] lines (unit syntax)
-    unit_lines: UnitLines = UnitLines()        # extra [Unit]/[Install] lines
-    loc: Loc = field(default=Loc(""), compare=False)
 
 
 def _address(p: Port) -> str:
@@ -137,8 +115,8 @@ def _match(word: str, scope: dict[str, list[Port]], loc: Loc) -> list[tuple[str,
         found = [(c, p) for c, p in same if not proto or p.protocol == proto.lower()]
         if not found:
             have = ", ".join(sorted({p.protocol.upper() for _, p in same}))
-            raise DefinitionError(loc, f"{word!r}: port {n} is declared as {have}, not {proto.upper()} "
-                                       f"({'a stream socket needs TCP' if proto.lower() == 'tcp' else 'a datagram socket needs UDP'})")
+            needs = "a stream socket needs TCP" if proto.lower() == "tcp" else "a datagram socket needs UDP"
+            raise DefinitionError(loc, f"{word!r}: port {n} is declared as {have}, not {proto.upper()} ({needs})")
     else:
         if proto:
             raise DefinitionError(loc, f"{word!r}: a port name takes no protocol")
@@ -187,28 +165,28 @@ def from_quadlet(path: Path, container: str) -> Socket:
     for s in sections:
         if s.name not in ("Socket", "Unit", "Install") and not s.name.startswith("X-"):
             raise DefinitionError(Loc(source, line=s.line), f"unsupported section [{s.name}] in a .socket file")
-        for e in s.entries:
-            loc = Loc(source, e.key, e.line)
-            if "\x00" in e.value or "\n" in e.value:
+        for entry in s.entries:
+            loc = Loc(source, entry.key, entry.line)
+            if "\x00" in entry.value or "\n" in entry.value:
                 raise DefinitionError(loc, "control characters in the value")
             if s.name == "Unit":
-                if e.key in ("SourcePath", "BindsTo", "PartOf"):
+                if entry.key in ("SourcePath", "BindsTo", "PartOf"):
                     raise DefinitionError(loc, "podvisor sets this key of the socket unit")
-                unit.append((e.key, Verbatim(e.value)))
+                unit.append((entry.key, Verbatim(entry.value)))
             elif s.name == "Install":
-                install.append((e.key, Verbatim(e.value)))
+                install.append((entry.key, Verbatim(entry.value)))
             elif s.name.startswith("X-"):
                 continue
-            elif e.key in LISTEN_KEYS:
-                if not e.value:
+            elif entry.key in LISTEN_KEYS:
+                if not entry.value:
                     raise DefinitionError(loc, "an empty value would reset the list; name an address")
-                if e.value != e.value.strip() or " " in e.value:
-                    raise DefinitionError(loc, f"{e.value!r}: one address per line")
-                listens.append(Listen(e.key, Verbatim(e.value), loc=loc))
-            elif e.key in REFUSED:
-                raise DefinitionError(loc, f"not supported: {REFUSED[e.key]}")
-            elif e.key in SOCKET_OPTIONS:
-                options.append((e.key, Verbatim(e.value)))
+                if entry.value != entry.value.strip() or " " in entry.value:
+                    raise DefinitionError(loc, f"{entry.value!r}: one address per line")
+                listens.append(Listen(entry.key, Verbatim(entry.value), loc=loc))
+            elif entry.key in REFUSED:
+                raise DefinitionError(loc, f"not supported: {REFUSED[entry.key]}")
+            elif entry.key in SOCKET_OPTIONS:
+                options.append((entry.key, Verbatim(entry.value)))
             else:
                 raise DefinitionError(loc, "unknown or unsupported key in [Socket]")
     if not listens:
@@ -244,7 +222,8 @@ def check(pod: Pod, host_network: bool = False) -> None:
         for lst in s.listens:
             key = _norm(lst)
             clash = next(((c, loc) for k, (c, loc) in seen.items()
-                          if k[0] == key[0] and k[2] == key[2] and (k[1] == key[1] or (key[2] and not (k[1] and key[1])))), None)
+                          if k[0] == key[0] and k[2] == key[2]
+                          and (k[1] == key[1] or (key[2] and not (k[1] and key[1])))), None)
             if clash is not None:
                 who = "this container" if clash[0] == s.container else f"container {clash[0]!r}"
                 raise DefinitionError(lst.loc, f"{lst.address} is already claimed by {who} (at {clash[1]})")

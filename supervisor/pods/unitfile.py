@@ -128,7 +128,7 @@ def _unescape_one(text: str, i: int) -> tuple[bytes, int]:
     if c in "uU":
         n = 4 if c == "u" else 8
         digits = text[i + 1:i + 1 + n]
-        if not re.fullmatch(r"[0-9a-fA-F]{%d}" % n, digits):
+        if not re.fullmatch(f"[0-9a-fA-F]{{{n}}}", digits):
             raise SyntaxProblem(f"invalid escape \\{c}{digits}")
         cp = int(digits, 16)
         if cp == 0 or cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
@@ -238,7 +238,8 @@ def split_command(value: str, specifiers: Mapping[str, str] | None = None) -> li
 _ENV_WORD = re.compile(rb"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def substitute_env(argv: list[bytes], env: Mapping[str, str], split: Callable[[str], list[bytes]] | None = None) -> list[bytes]:
+def substitute_env(argv: list[bytes], env: Mapping[str, str],
+                   split: Callable[[str], list[bytes]] | None = None) -> list[bytes]:
     """Exec-time variable expansion of an argv (not for ':'-prefixed commands)."""
     out: list[bytes] = []
     for n, word in enumerate(argv):

@@ -6,22 +6,21 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from . import naming
 from .model import Container, DefinitionError, Loc, Pod
+from .naming import POD_NAME
 
-# A pod name becomes part of unit names (pod-NAME.service, pod-NAME@CTR.service) and podman names
-# (pod NAME, container NAME.CTR): the characters unit names and podman names both accept.
-POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Container names have no '.', so NAME.CTR is unambiguous across pods ("a.b"+"c" vs "a"+"b.c").
 CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-RESERVED_CONTAINER_NAMES = frozenset({"infra"})  # pod-NAME@infra.service is the infra unit
+RESERVED_CONTAINER_NAMES = frozenset({naming.INFRA})  # pod-NAME@infra.service is the infra unit
 # Unit names may have 255 characters; we append ".ctr-id" to them for files in /run.
 MAX_UNIT_NAME = 255 - len(".ctr-id")
 ENV_NAME = re.compile(r"^[^=\x00]+$")
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-def unit_name_length(pod: str, container: str = "infra") -> int:
-    return len(f"pod-{pod}@{container}.service")
+def unit_name_length(pod: str, container: str = naming.INFRA) -> int:
+    return len(naming.container_unit(pod, container))
 
 
 def check_pod_name(name: str, loc: Loc) -> None:
@@ -40,9 +39,9 @@ def check_container_name(pod: str, name: str, loc: Loc) -> None:
                                    "starting with a letter or digit")
     if name in RESERVED_CONTAINER_NAMES:
         raise DefinitionError(loc, f"{name!r} is reserved for the pod's infra container "
-                                   f"(pod-{pod}@{name}.service); rename the container")
+                                   f"({naming.container_unit(pod, name)}); rename the container")
     if unit_name_length(pod, name) > MAX_UNIT_NAME:
-        raise DefinitionError(loc, f"pod-{pod}@{name}.service is longer than a unit name may be")
+        raise DefinitionError(loc, f"{naming.container_unit(pod, name)} is longer than a unit name may be")
 
 
 def check_text(value: str, loc: Loc, what: str = "value") -> None:

@@ -1,11 +1,11 @@
-"""Running generated units under a real systemd: the sandbox (supervisor.sandbox, systemd as PID 1
+"""Running generated units under a real systemd: the sandbox (supervisor.lab.sandbox, systemd as PID 1
 of an nspawn container over a copy-on-write view of /).
 
 `GeneratorSandbox` knows where the generator's code and a work directory are, installs pods with
 `podvisor install` inside, and can show what argv a unit's ExecStart= really delivered.
 Usable from tests (see test_under_systemd.py) and by hand::
 
-    from supervisor.sandbox import Sandbox, SandboxConfig
+    from supervisor.lab.sandbox import Sandbox, SandboxConfig
     from tests.generator.harness import GeneratorSandbox
     with Sandbox(SandboxConfig(name="try")) as sb:
         g = GeneratorSandbox(sb, Path("/var/tmp/try"))
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor.generator import escape
-from supervisor.sandbox import Sandbox
+from supervisor.lab.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 # prints its argv (after argv[0..1]) as hex into the file named by argv[1]: bytes, not text
@@ -35,10 +35,10 @@ class GeneratorSandbox:
         self.workdir = workdir  # on the host under /var/tmp: new files there are visible inside
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.python = python
-        # `podvisor` running this checkout's generator (the venv's copy may be older)
+        # `podvisor` running this checkout's package (the venv's copy may be older)
         self.podvisor = workdir / "podvisor"
         code = (f"import sys; sys.path.insert(0, {json.dumps(str(REPO))}); "
-                "from supervisor.generator.command import main; sys.exit(main())")
+                "from supervisor.cli import main; sys.exit(main())")
         self.podvisor.write_text(f"#!/bin/sh\nexec {shlex.quote(python)} -c {shlex.quote(code)} \"$@\"\n")
         self.podvisor.chmod(0o755)
 

@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.sandbox import Bind, Sandbox, SandboxConfig
+from supervisor.lab.sandbox import Bind, Sandbox, SandboxConfig
 
 from ..unit.test_generator_escape import HOSTILE
 from ..unit.test_generator_property import words
@@ -48,7 +49,7 @@ def gen() -> Iterator[GeneratorSandbox]:
     sb.start()
     try:
         g = GeneratorSandbox(sb, workdir)
-        from supervisor.images import ensure_image
+        from supervisor.lab.images import ensure_image
 
         ensure_image(sb.podman, IMAGE)
         subprocess.run(["gcc", "-static", "-O2", "-o", str(workdir / "sd-notify"), str(TOOLS / "sd-notify.c")],
@@ -108,7 +109,7 @@ def test_pod_lifecycle(gen: GeneratorSandbox) -> None:
 
     definition = yaml.safe_load(POD.format(name="blog", image=IMAGE, tool=gen.workdir / "sd-notify"))
     hostile = [a for a in HOSTILE if a]  # as container arguments (an empty one prints an empty line too)
-    definition["spec"]["containers"][2]["args"] += hostile + [""]
+    definition["spec"]["containers"][2]["args"] += [*hostile, ""]
     definition["spec"]["containers"][2]["env"] = [{"name": "V", "value": "x $HOME %n ; \"q\" 'q' \\ \n end"}]
     path = gen.write("blog.yaml", yaml.safe_dump(definition))
     gen.install(path)
@@ -203,7 +204,7 @@ def test_generator_entry_point(gen: GeneratorSandbox) -> None:
            "systemctl daemon-reload")
 
 
-ECHO_POD = {
+ECHO_POD: dict[str, Any] = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "argv"},
     "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
         "name": "echo", "image": IMAGE,

@@ -22,7 +22,7 @@ TARGETS: dict[str, list[tuple[str, str, str]]] = {
     "notify": [("supervisor.monitor.notify", "NotifyProxy", "_on_event")],
     "oom": [("supervisor.monitor.oom", "OomWatcher", "_on_v1_event"),
             ("supervisor.monitor.oom", "OomWatcher", "_on_v2_event")],
-    "console": [("supervisor.monitor.main", "Monitor", "_take_console")],
+    "console": [("supervisor.monitor.container_io", "ContainerIO", "take_console")],
     "timer": [("supervisor.monitor.main", "Monitor", "_on_timeout")],
     "log-sink": [("supervisor.monitor.logs", "LogSinks", "write")],
 }

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv
 from tests.conftest import CONMON, podvisor_conmon
 from tests.integration.helpers import assert_monitored, k8s_records, log_path, wait_until
 

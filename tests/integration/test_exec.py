@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, wait_until
 
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, pids_with_cmdline, wait_until
 
 # the background children outlive any sane test timeout: a monitor waiting for them shows up as

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv
 from tests.conftest import podvisor_conmon
 from tests.integration.helpers import assert_monitored, wait_until
 
@@ -48,7 +48,7 @@ class FaultEnv:
 
 @pytest.fixture
 def faulty(request: pytest.FixtureRequest, store: Path,
-           podman_for: Callable[[str, str], PodmanEnv]) -> Iterator[FaultEnv]:
+           podman_for: Callable[..., PodmanEnv]) -> Iterator[FaultEnv]:
     """A podman env whose monitor has request.param's handler broken once armed."""
     path, why = podvisor_conmon()
     if path is None:

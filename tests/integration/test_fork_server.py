@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from supervisor import forksocket
+from supervisor.lab.testenv import BUSYBOX_IMAGE as image
+from supervisor.lab.testenv import PodmanEnv
 from supervisor.monitor import launch
-from supervisor.testenv import BUSYBOX_IMAGE as image
-from supervisor.testenv import PodmanEnv
 
 from ..conftest import podvisor_conmon
 from .helpers import assert_monitored, pid_alive, pids_with_cmdline, wait_until
@@ -79,7 +81,7 @@ def _ask(sock: Path, *wrap: str, token: bytes, user: int | None = None) -> str:
               b"0", b"0"]
     payload = b"\0".join(fields)
     request = (len(payload).to_bytes(4, "little") + payload).hex()
-    kw: dict[str, object] = {}
+    kw: dict[str, Any] = {}
     path = str(sock)
     dirfd = -1
     if user is not None:
@@ -218,9 +220,9 @@ def test_launcher_runs_directly_when_the_server_socket_is_unsafe(
 
 def test_socket_path_is_per_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PODVISOR_CONMON_SOCKET", raising=False)
-    path = launch.socket_path()
-    assert path.startswith(launch.SOCKET_DIR + "/conmon-") and path.endswith(".sock")
+    path = forksocket.socket_path()
+    assert path.startswith(forksocket.SOCKET_DIR + "/conmon-") and path.endswith(".sock")
     monkeypatch.setenv("PODVISOR_CONMON_SOCKET", "/x/y.sock")
-    assert launch.socket_path() == "/x/y.sock"
+    assert forksocket.socket_path() == "/x/y.sock"
     here = os.path.dirname(os.path.realpath(launch.__file__))
     assert launch.install_token().split(b":")[1] == here.encode()  # this install's files

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import BUSYBOX_IMAGE, PodmanEnv
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv
 from tests.conftest import CONMON
 from tests.integration.helpers import assert_monitored, wait_until
 

@@ -1,7 +1,7 @@
 """stop, kill, restart, rm -f: podman drives runc; the monitor reports what happened."""
 from __future__ import annotations
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, pid_alive, wait_until
 
 # A PID 1 that handles SIGTERM (PID 1 ignores signals it has no handler for).

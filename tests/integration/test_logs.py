@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, k8s_records, log_path
 
 # `podman logs -t`: Go's RFC3339Nano (trailing zeros dropped, Z for UTC) then the line

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, pid_alive
 
 # conmon 2.1.6 forwards READY=1/WATCHDOG=1 only; podvisor its whitelist (monitor/notify.py)

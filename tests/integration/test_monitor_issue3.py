@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 
 from .helpers import K8S_RECORD
 

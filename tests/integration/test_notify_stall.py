@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.conftest import CONMON
 from tests.integration.helpers import ExitFileWatcher, assert_monitored, cid, wait_until
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import wait_until
 
 WORKERS = 4

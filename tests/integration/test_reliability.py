@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import socket
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv, unmount_under
+from supervisor.lab.testenv import PodmanEnv, unmount_under
 
 from .helpers import K8S_RECORD, assert_monitored, pid_alive, wait_until
 
@@ -105,7 +106,7 @@ def test_log_disk_full_then_recovered(podman: PodmanEnv, image: str, tmp_path: P
         lines = _log_lines(log)  # every record whole: no torn write left behind
         numbers = [int(x.removeprefix("n-")) for x in lines]
         assert numbers == sorted(numbers) and len(numbers) > 10
-        assert any(b - a > 1 for a, b in zip(numbers, numbers[1:])), "no gap: was it full at all?"
+        assert any(b - a > 1 for a, b in itertools.pairwise(numbers)), "no gap: was it full at all?"
         text = diag.read_text()
         assert text.count("dropping log output") == 1, text  # once, not per line
         assert text.count("writing again") == 1, text
@@ -255,10 +256,10 @@ def test_many_cycles_leak_nothing(podman: PodmanEnv, image: str) -> None:
     cycles = int(os.environ.get("PODVISOR_LEAK_CYCLES", "40"))
     podman.run("run", "-d", "--name", "longlived", image, "sleep", "100000")
     watched = assert_monitored(podman, "longlived")
-    for i in range(3):  # warm-up: first-use allocations are not leaks
+    for _ in range(3):  # warm-up: first-use allocations are not leaks
         podman.run("exec", "longlived", "true")
     before = _snapshot(podman, watched)
-    for i in range(cycles):
+    for _ in range(cycles):
         podman.run("create", "--name", "cyc", image, "sleep", "100")
         podman.run("start", "cyc")
         podman.run("exec", "cyc", "sh", "-c", "echo hi")

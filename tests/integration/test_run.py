@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import (
     ExitFileWatcher,
     assert_monitored,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, wait_until
 
 TOOL_SOURCE = Path(__file__).resolve().parents[1] / "tools" / "listen-serve.c"
@@ -100,7 +100,7 @@ def test_socket_reaches_the_container(podman: PodmanEnv, image: str, listen_serv
                              stderr=subprocess.PIPE)
     try:
         reply = exchange(port, b"hello through the kernel queue")
-        out, err = owner.communicate(timeout=60)
+        _, err = owner.communicate(timeout=60)
         assert owner.returncode == 0, err
         assert reply.startswith("ECHO hello through the kernel queue\n"), reply
         assert "LISTEN_FDS=1 LISTEN_PID=1 PID=1\n" in reply, reply

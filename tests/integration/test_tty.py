@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import PodmanEnv
+from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import Tmux, assert_monitored
 
 PROMPT = r"^/ # $"  # busybox ash as root, in /

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from supervisor.testenv import ensure_busybox_image
-from supervisor.testuser import RootlessPodmanEnv, TestUser, create_user, make_rootless_env, remove_user
+from supervisor.lab.testenv import ensure_busybox_image
+from supervisor.lab.testuser import RootlessPodmanEnv, TestUser, create_user, make_rootless_env, remove_user
 
-from ..conftest import CONMON
+from ..conftest import podvisor_conmon
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +40,51 @@ def test_user() -> Iterator[TestUser]:
     assert not base.exists()
 
 
-@pytest.fixture(params=("conmon", "podvisor"))
+@pytest.fixture(params=("conmon", "podvisor", "podvisor-forked"))
 def monitor_kind(request: pytest.FixtureRequest) -> str:
-    """Rootless runs both monitors, not the forked one: the fork server serves root only (its
-    socket is root's and it checks SO_PEERCRED), so a rootless launcher always runs directly."""
+    """Rootless against conmon, podvisor-conmon started directly (server off) and podvisor-conmon
+    configured as for the fork server (`on`, root's server on a socket the user can reach). The
+    server is root's by design (it forks monitors with its own privileges and checks SO_PEERCRED),
+    and a launcher trusts only a socket in a directory owned by root as its user namespace sees
+    it, which a rootless one's never is: so `podvisor-forked` proves the direct fallback."""
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def reachable_fork_server() -> Iterator[Path]:
+    """Root's fork server on a socket anyone may connect to (0755 directory, 0666 socket): what
+    keeps rootless launchers away is then ownership alone, not file modes."""
+    path, why = podvisor_conmon()
+    if path is None:
+        pytest.skip(why)
+    d = Path(tempfile.mkdtemp(prefix="pvt-rootless-srv-", dir="/var/tmp"))
+    d.chmod(0o755)
+    sock = d / "conmon.sock"
+    python = str(Path(path).parent / "python3")
+    proc = subprocess.Popen([python, "-I", "-m", "supervisor.monitor.server", str(sock)], cwd="/",
+                            stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(500):
+            if sock.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert sock.exists(), f"fork server did not start (exit {proc.poll()})"
+        sock.chmod(0o666)
+        yield sock
+        assert proc.poll() is None, "the fork server died"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def conmon_env(kind: str, sock: Path | None) -> dict[str, str] | None:
+    if kind == "podvisor":
+        return {"PODVISOR_CONMON_SERVER": "off"}
+    if kind == "podvisor-forked":
+        assert sock is not None
+        return {"PODVISOR_CONMON_SERVER": "on", "PODVISOR_CONMON_SOCKET": str(sock)}
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +104,14 @@ def user_can_run(user: TestUser, monitor: str) -> None:
 
 
 @pytest.fixture
-def podman(monitor: str, test_user: TestUser,
-           rootless_envs: dict[str, RootlessPodmanEnv]) -> Iterator[RootlessPodmanEnv]:
+def podman(monitor_kind: str, monitor: str, test_user: TestUser, rootless_envs: dict[str, RootlessPodmanEnv],
+           request: pytest.FixtureRequest) -> Iterator[RootlessPodmanEnv]:
     """A rootless PodmanEnv of the test user using `monitor`; emptied afterwards."""
-    key = "conmon" if monitor == CONMON else "podvisor"
+    key = monitor_kind
     if key not in rootless_envs:
         user_can_run(test_user, monitor)
-        rootless_envs[key] = make_rootless_env(test_user, key, monitor)
+        sock = request.getfixturevalue("reachable_fork_server") if key == "podvisor-forked" else None
+        rootless_envs[key] = make_rootless_env(test_user, key, monitor, conmon_env(key, sock))
         ensure_busybox_image(rootless_envs[key])
     env = rootless_envs[key]
     info = env.run("info", "--format", "{{.Host.Conmon.Path}} {{.Host.Security.Rootless}}")

@@ -8,12 +8,18 @@ exceeding --memory and the monitor cannot register for OOM events; both monitors
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from supervisor.testuser import RootlessPodmanEnv
-from tests.integration.helpers import assert_monitored, wait_until
+from supervisor.lab import testuser
+from supervisor.lab.testenv import BUSYBOX_IMAGE, PodmanEnv, ensure_busybox_image
+from supervisor.lab.testuser import RootlessPodmanEnv, make_rootless_env
+from tests.integration.helpers import assert_monitored, pids_with_cmdline, wait_until
+
+from ..conftest import podvisor_conmon
+from .conftest import user_can_run
 
 V1_LIMITS_IGNORED = "Resource limits are not supported and ignored on cgroups V1 rootless systems"
 
@@ -60,3 +66,38 @@ def test_memory_limit_on_cgroup_v1(podman: RootlessPodmanEnv, image: str) -> Non
     assert V1_LIMITS_IGNORED in p.stderr
     assert podman.inspect("mem", "{{.State.ExitCode}} {{.State.OOMKilled}}") == "0 false"
     assert podman.inspect("mem", "{{.HostConfig.Memory}}") == "0"  # not recorded either
+
+
+def test_a_rootless_launcher_runs_its_monitor_itself(
+        test_user: testuser.TestUser, rootless_envs: dict[str, RootlessPodmanEnv], reachable_fork_server: Path,
+        podman_for: Callable[..., PodmanEnv]) -> None:
+    """Root's fork server, on a socket anyone may reach, serves root's launchers; a rootless
+    launcher never hands it a container (`only` fails, `on` runs the monitor directly): in the
+    user's namespace the socket's directory is not root's, and the server would refuse the uid."""
+    podvisor, why = podvisor_conmon()
+    assert podvisor, why
+    sock = str(reachable_fork_server)
+    root_only = podman_for("rootless-contrast-only", podvisor, conmon_env={
+        "PODVISOR_CONMON_SERVER": "only", "PODVISOR_CONMON_SOCKET": sock})
+    try:
+        r = root_only.run("run", "--rm", BUSYBOX_IMAGE, "sh", "-c", "echo served", check=False)
+        assert (r.returncode, r.stdout) == (0, "served\n"), r.stderr
+    finally:
+        root_only.remove_all()
+    if "only" not in rootless_envs:
+        user_can_run(test_user, podvisor)
+        rootless_envs["only"] = make_rootless_env(test_user, "only", podvisor, {
+            "PODVISOR_CONMON_SERVER": "only", "PODVISOR_CONMON_SOCKET": sock})
+        ensure_busybox_image(rootless_envs["only"])
+    r = rootless_envs["only"].run("run", "--rm", BUSYBOX_IMAGE, "true", check=False)
+    assert r.returncode != 0 and "no fork server answers at " + sock in r.stderr, r.stderr
+    rootless_envs["only"].remove_all()
+    if "on" not in rootless_envs:
+        rootless_envs["on"] = make_rootless_env(test_user, "on", podvisor, {
+            "PODVISOR_CONMON_SERVER": "on", "PODVISOR_CONMON_SOCKET": sock})
+        ensure_busybox_image(rootless_envs["on"])
+    r = rootless_envs["on"].run("run", "--rm", BUSYBOX_IMAGE, "sh", "-c", "echo direct; exit 5", check=False)
+    assert (r.returncode, r.stdout) == (5, "direct\n"), r.stderr
+    # and it started no server of its own for the next ones (it could not own /run/podvisor)
+    servers = pids_with_cmdline(lambda cmd: b"--fork-server" in cmd)
+    assert [p for p in servers if Path(f"/proc/{p}").stat().st_uid == test_user.uid] == []

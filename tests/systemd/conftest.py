@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.images import BUSYBOX_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox, SandboxConfig
+from supervisor.lab.images import BUSYBOX_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox, SandboxConfig
 
 from ..conftest import TIME_SCALE
 
@@ -24,7 +24,7 @@ OURS = str(Path(sys.executable).parent / "podvisor-conmon")
 
 
 @pytest.fixture(scope="session")
-def sd_notify_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sd_notify_tool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """tests/tools/sd-notify.c, built statically under /var/tmp (visible inside the sandbox);
     PODVISOR_SD_NOTIFY_TOOL names one built already (the check VM's, built on the host: gcc
     under emulation is slow)."""

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox
+from supervisor.lab.images import BLOG_IMAGE, BUSYBOX_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import as_nobody, install_unit, sh, unit_props
 
@@ -267,8 +267,9 @@ def test_logs_interleaved_by_time_with_the_container_named(pods: Sandbox) -> Non
     assert {x["container"] for x in lines} == {"web", "proxy"}
     assert any(x["container"] == "web" and "GET /missing" in x["message"] for x in lines)
     assert any(x["stream"] == "stderr" and "open()" in x["message"] for x in lines)  # nginx error log -> stderr
-    # the same lines journalctl holds for those containers
-    raw = sh(pods, "journalctl CONTAINER_NAME=blog.web CONTAINER_NAME=blog.proxy -o json --no-pager").stdout
+    # the same lines journalctl holds for those containers of root's (a user's blog, rootless, has
+    # containers of the same names: tests/systemd/test_user_pods.py may have run one in this sandbox)
+    raw = sh(pods, "journalctl _UID=0 CONTAINER_NAME=blog.web CONTAINER_NAME=blog.proxy -o json --no-pager").stdout
     assert [x["message"] for x in lines] == [json.loads(e)["MESSAGE"].removesuffix("\n") for e in raw.splitlines()]
 
     only_web = pv(pods, "logs", "blog", "web", "-n", "3").stdout.splitlines()

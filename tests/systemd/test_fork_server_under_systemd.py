@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Sandbox
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import IMAGE, OURS, install_unit, sh, unit_props
 
@@ -26,8 +26,10 @@ def path(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[str]:
     """forked: the install's socket unit is listening; direct: nothing listens (and where
     systemd runs the launcher never starts a server itself)."""
     if request.param == "forked":
-        sh(sandbox, f"{PYTHON} -I -m supervisor.monitor.server --write-units /etc/systemd/system"
+        sh(sandbox, f"{PYTHON} -I -m supervisor.generator.serverunits /etc/systemd/system"
                     " && systemctl daemon-reload && systemctl start podvisor-conmon.socket")
+    else:  # `podvisor install` in an earlier test may have left it listening
+        sh(sandbox, "systemctl stop podvisor-conmon.socket podvisor-conmon.service", check=False)
     yield str(request.param)
     sh(sandbox, "systemctl stop podvisor-conmon.socket podvisor-conmon.service; "
                 "rm -f /etc/systemd/system/podvisor-conmon.*; systemctl daemon-reload", check=False)
@@ -128,15 +130,21 @@ def test_stop_ends_as_success_with_kill_mode_mixed(sandbox: Sandbox, path: str) 
 
 
 def test_blog_pod_main_process_is_podvisor_conmon(sandbox: Sandbox, path: str) -> None:
-    """The shipped example: `systemctl status pod-blog@web` names podvisor-conmon as the main
-    process, and the pod serves, on either path."""
-    from supervisor.images import BLOG_IMAGE, ensure_image
+    """The shipped example: `podvisor install` brings the fork server's socket with it, which then
+    serves the pod's monitors; `systemctl status pod-blog@web` names podvisor-conmon as the main
+    process, and the pod serves, on either path; `podvisor uninstall` of the last pod takes the
+    server's units away again."""
+    from supervisor.lab.images import BLOG_IMAGE, ensure_image
 
     from .test_blog_pod import PODVISOR, REPO, _fetch, _install
 
     ensure_image(sandbox.podman, BLOG_IMAGE)
     _install(sandbox, "blog.yaml", (REPO / "units" / "blog" / "blog.yaml").read_text())
     try:
+        socket = unit_props(sandbox, "podvisor-conmon.socket", "ActiveState", "UnitFileState")
+        assert socket == {"ActiveState": "active", "UnitFileState": "enabled"}, socket
+        if path == "direct":
+            sh(sandbox, "systemctl stop podvisor-conmon.socket")
         sh(sandbox, "systemctl start pod-blog.service", timeout=120)
         assert "Hello from the podvisor blog" in _fetch(sandbox)
         for c in ("web", "proxy"):
@@ -147,7 +155,11 @@ def test_blog_pod_main_process_is_podvisor_conmon(sandbox: Sandbox, path: str) -
             assert f"Main PID: {pid} (podvisor-conmon)" in main, status
             # the title is one argv word (setproctitle), so systemd quotes it in the tree
             assert f'{pid} "podvisor-conmon --api-version 1 -c ' in status, status
-        _served(sandbox, path)
+        _served(sandbox, path)  # socket-activated: active only once a launcher connected
     finally:
         sh(sandbox, "systemctl stop pod-blog.service", check=False, timeout=120)
         sh(sandbox, f"{PODVISOR} uninstall blog", check=False)
+    left = sh(sandbox, "ls /etc/systemd/system | grep -c '^podvisor-conmon' || true").stdout.strip()
+    assert left == "0", "the last pod's uninstall leaves the fork server's units behind"
+    props = unit_props(sandbox, "podvisor-conmon.socket", "ActiveState")
+    assert props["ActiveState"] == "inactive", props

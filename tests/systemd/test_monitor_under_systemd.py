@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import Sandbox
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import IMAGE, OURS, install_unit, sh, unit_props
 from .conftest import TIME_SCALE as S

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.images import BLOG_IMAGE, ensure_image
-from supervisor.sandbox import Sandbox
+from supervisor.lab.images import BLOG_IMAGE, ensure_image
+from supervisor.lab.sandbox import Sandbox
 
 from .conftest import IMAGE, sh, unit_props
 

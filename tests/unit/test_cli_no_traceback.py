@@ -50,7 +50,8 @@ def test_a_bug_is_reported_without_traceback(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str], verbose: bool) -> None:
     from supervisor.manage import command
 
-    monkeypatch.setattr(command, "_ps", lambda args: {}["missing"])  # `ps` now has a bug
+    bug: dict[str, int] = {}
+    monkeypatch.setattr(command, "_ps", lambda args: bug["missing"])  # `ps` now has a bug
     rc = cli.main([*(["-v"] if verbose else []), "ps"])
     err = capsys.readouterr().err
     assert rc == cli.EXIT_INTERNAL

@@ -21,7 +21,7 @@ from supervisor.pods.unitfile import read_unit, split_command, substitute_env
 from .test_generator_escape import HOSTILE
 
 SETTINGS = Settings(podvisor="/usr/bin/env", podman_global_args=("--root=/var/tmp/pv root", "--runroot=/run/pv"))
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12)
 words = st.one_of(text, st.sampled_from(HOSTILE))
 good_names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}", fullmatch=True)
 bad_names = st.sampled_from(["infra", "a b", "a/b", "a@b", "", "x.y", "-x", "é", "a" * 300, "web"])
@@ -134,7 +134,7 @@ def _check_units(p: object, source: str) -> None:
         expected = run_argv(p, c, SETTINGS)
         if c.readiness is Readiness.HEALTHY:
             assert c.probe is not None
-            expected = probe_argv(c.probe, SETTINGS) + ["--"] + expected
+            expected = [*probe_argv(c.probe, SETTINGS), "--", *expected]
         # our own Verbatim words carry %t/%n for systemd; everything else is literal
         expected = [a.replace("%t", "/run").replace("%n", name) if isinstance(a, Verbatim) else a for a in expected]
         assert _read_back(text, "ExecStart", name) == expected

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.generator import naming
 from supervisor.generator.pipeline import generate
 from supervisor.generator.render import RenderedUnit, render_pod
 from supervisor.generator.settings import Settings
 from supervisor.generator.verify import verify
-from supervisor.pods import kube
+from supervisor.pods import kube, naming
 from supervisor.pods.unitfile import expand_specifiers, read_unit, split_command, split_words, substitute_env
 
 GOLDEN = Path(__file__).resolve().parents[1] / "generator" / "golden"

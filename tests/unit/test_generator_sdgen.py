@@ -52,11 +52,50 @@ def test_duplicate_pod_names_across_files(dirs: tuple[Path, Path, Path], capsys:
     (etc / "b.yaml").write_text(POD.replace("NAME", "same"))
     assert sdgen.main([str(out)]) == 1
     assert "pod 'same' is already defined by" in capsys.readouterr().err
-    assert (out / "pod-same.service").read_text().splitlines()[0].endswith("a.yaml; edit the definition, not this file.")
+    first = (out / "pod-same.service").read_text().splitlines()[0]
+    assert first.endswith("a.yaml; edit the definition, not this file.")
 
 
-def test_user_scope_and_usage(dirs: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    _, _, out = dirs
+def test_usage(dirs: tuple[Path, Path, Path]) -> None:
     assert sdgen.main([]) == 2
+
+
+def test_user_scope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the user manager runs it: Quadlet's rootless directories (the runtime dir's first, by
+    file name), user units, and a containers.conf of their own beside them that merges the user's."""
     monkeypatch.setenv("SYSTEMD_SCOPE", "user")
-    assert sdgen.main([str(out)]) == 0 and not list(out.iterdir())
+    monkeypatch.delenv("PODVISOR_GENERATOR_DIRS", raising=False)
+    monkeypatch.setattr("supervisor.generator.settings.SETTINGS_FILE", tmp_path / "none.toml")
+    config, run, out = tmp_path / "config", tmp_path / "run", tmp_path / "out"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    for d in (config / "containers" / "systemd", run / "containers" / "systemd", out):
+        d.mkdir(parents=True)
+    assert sdgen.user_search_dirs() == (run / "containers/systemd", config / "containers/systemd",
+                                        Path(f"/etc/containers/systemd/users/{os.getuid()}"),
+                                        Path("/etc/containers/systemd/users"))
+    (config / "containers/systemd/blog.yaml").write_text(POD.replace("NAME", "blog"))
+    (config / "containers/systemd/tmp.yaml").write_text(POD.replace("NAME", "shadowed"))
+    (run / "containers/systemd/tmp.yaml").write_text(POD.replace("NAME", "tmp"))
+    (config / "containers/containers.conf").write_text('[engine]\nevents_logger = "file"\n')
+    assert sdgen.main([str(out), str(out), str(out)]) == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert names == ["default.target.wants", "default.target.wants/pod-blog.service",
+                     "default.target.wants/pod-tmp.service",
+                     "pod-blog.service", "pod-blog@c.service", "pod-blog@infra.service",
+                     "pod-tmp.service", "pod-tmp@c.service", "pod-tmp@infra.service",
+                     "podvisor", "podvisor/containers.conf"]
+    conf = (out / "podvisor/containers.conf").read_text()
+    assert 'events_logger = "file"' in conf and "conmon_path" in conf
+    text = (out / "pod-blog@c.service").read_text()
+    assert f"Environment=CONTAINERS_CONF={out}/podvisor/containers.conf" in text
+    assert "RequiresMountsFor=" not in text
+    assert "--user start" in (out / "pod-blog.service").read_text()
+    # nothing to generate: no containers.conf either
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for f in (config / "containers/systemd").iterdir():
+        f.unlink()
+    for f in (run / "containers/systemd").iterdir():
+        f.unlink()
+    assert sdgen.main([str(empty)]) == 0 and not list(empty.iterdir())

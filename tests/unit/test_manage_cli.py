@@ -12,7 +12,6 @@ import pytest
 
 from supervisor import systemd as bus
 from supervisor.manage import command
-from supervisor.manage.errors import ManageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +48,7 @@ def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
 
 def test_connect_refuses_without_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bus, "booted", lambda: False)
-    with pytest.raises(ManageError, match="systemd is not running as PID 1"):
+    with pytest.raises(bus.SystemdError, match="systemd is not running as PID 1"):
         bus.Systemd.connect()
 
 
@@ -64,8 +63,16 @@ def test_clear_error_when_systemd_is_not_pid1(argv: list[str]) -> None:
 
 
 def test_podvisor_cli_lists_the_subcommands() -> None:
+    """Whole names, from the parser itself (a substring check passed "top" via "stop")."""
+    import argparse
+
     from supervisor import cli
 
-    helptext = cli.build_parser().format_help()
-    for name in ("ps", "status", "logs", "top", "start", "stop", "restart"):
-        assert name in helptext
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    names = set(action.choices)
+    assert {"ps", "list", "status", "logs", "top", "start", "stop", "restart", "reload", "generate", "install",
+            "uninstall", "install-generator", "ready-probe", "sandbox"} == names
+    listed = {line.split()[0] for line in parser.format_help().splitlines() if line.startswith("    ")
+              and not line.startswith("     ")}
+    assert listed == names - {"list"}  # the help lists each once ("ps (list)")

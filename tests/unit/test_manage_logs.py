@@ -27,7 +27,8 @@ def test_k8s_time_reads_nanoseconds_and_offsets() -> None:
 def test_k8s_file_with_rotation_and_partials(tmp_path: Path) -> None:
     path = tmp_path / "ctr.log"
     (tmp_path / "ctr.log.2").write_text(_rec("01.000000001", "stdout", "F", "oldest"))
-    (tmp_path / "ctr.log.1").write_text(_rec("02.000000000", "stderr", "P", "half ") + _rec("02.100", "stderr", "F", "done"))
+    (tmp_path / "ctr.log.1").write_text(_rec("02.000000000", "stderr", "P", "half ")
+                                        + _rec("02.100", "stderr", "F", "done"))
     path.write_text(_rec("03.000000000", "stdout", "F", "current") + _rec("03.5", "stdout", "F", "") +
                     _rec("04.0", "stdout", "F", "torn"))
     reader = K8sFileReader(Target("web", "blog.web", "pod-blog@web.service", "k8s-file", str(path)))
@@ -77,9 +78,16 @@ def test_journal_decoder_joins_partials_and_names_streams() -> None:
 def test_journal_groups_per_driver() -> None:
     ts = [Target("a", "p.a", "pod-p@a.service"), Target("b", "p.b", "pod-p@b.service", "k8s-file", "/x"),
           Target("c", "p.c", "pod-p@c.service", "passthrough"), Target("d", "p.d", "pod-p@d.service")]
-    assert logs.journal_groups(ts) == [["CONTAINER_NAME=p.a", "CONTAINER_NAME=p.d"],
+    # root's containers: their monitors' entries are root's (_UID=0), never a user's of the same name
+    assert logs.journal_groups(ts) == [["CONTAINER_NAME=p.a", "CONTAINER_NAME=p.d", "_UID=0"],
                                        ["_SYSTEMD_UNIT=pod-p@c.service", "SYSLOG_IDENTIFIER=pod-p@c"]]
     assert logs.journal_groups([ts[1]]) == []
+    # a user's (--user): its own uid, and its manager's unit field
+    mine = [Target("a", "p.a", "pod-p@a.service", user=True),
+            Target("c", "p.c", "pod-p@c.service", "passthrough", user=True)]
+    uid = f"_UID={os.getuid()}"
+    assert logs.journal_groups(mine) == [["CONTAINER_NAME=p.a", uid],
+                                         ["_SYSTEMD_USER_UNIT=pod-p@c.service", uid, "SYSLOG_IDENTIFIER=pod-p@c"]]
 
 
 def test_read_all_interleaves_files_by_time(tmp_path: Path) -> None:

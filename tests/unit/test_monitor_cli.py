@@ -43,6 +43,18 @@ CASES = [
     ["-c", "x" * 20, "-u", "y", "-r", "/usr/bin/runc", "-l", "k8s-file:/dev/null", "--log-tag", "t"],
     ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "-e"],
     ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "--exec-attach"],
+    # GLib's option rules: no attached short values, no `-c=`, values checked as C ints
+    ["-cx"], ["-c"], ["--cid"], ["-c=x"], ["--bogus=2"], ["-c", "x", "-Z"], ["-c", "x", "-iZ"],
+    ["-c", "x", "---x"], ["-c", "x", "-u", "y", "--log-level"],
+    ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "-T", "abc"],
+    ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "--timeout="],
+    ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "-T", "99999999999"],
+    ["-c", "x", "-u", "y", "-r", "/usr/bin/runc", "-l", "none", "--exit-delay=-2147483649"],
+    # accepted by the parser, then rejected by the same later check in both
+    ["-c", "x", "-it", "-u", "y", "-r", "/nonexistent"],
+    ["-c", "x", "-iu", "y", "-r", "/nonexistent"],
+    ["-c", "x", "-u", "y", "-r", "/nonexistent", "-T", "0x10", "--exit-delay", " 5", "-", "--", "--x"],
+    ["--cid=x", "--cid=z", "-u", "y", "--stdin=1", "--api-version=1", "-r", "/nonexistent"],
 ]
 
 
@@ -138,3 +150,38 @@ def test_rotate_count_from_environment(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(SystemExit) as e:
         parse(base)
     assert e.value.code == 1
+
+
+def test_glib_value_forms(tmp_path: Path) -> None:
+    """What the GLib parser accepts: grouped short flags, strtol(base 0) integers, `--` ending the
+    options, the last of a repeated single value."""
+    opts = parse(["-c", "a" * 20, "-c", "c" * 20, "-u", "u", "-r", "/usr/bin/runc", "-l", "none",
+                  "-it", "-T", "0x10", "--exit-delay", " 010", "--log-size-max=-5", "-",
+                  "--", "--not-an-option"])
+    assert opts.cid == "c" * 20 and opts.stdin and opts.terminal
+    assert (opts.timeout, opts.exit_delay, opts.log_size_max) == (16, 8, -5)
+    assert opts.extra == ("-", "--not-an-option")
+
+
+def test_help_exits_zero() -> None:
+    out = subprocess.run([_podvisor(), "--help"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "--log-level" in out.stdout and "--cid" in out.stdout
+
+
+@pytest.mark.parametrize("level,shown", [
+    ("error", ""), ("warning", "w"), ("WARN", "w"), ("info", "wi"), ("debug", "wid"), ("trace", "wid"),
+])
+def test_log_level_filters_diagnostics(level: str, shown: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from supervisor.monitor import errors
+
+    parse(["-c", "c" * 20, "-u", "u", "-r", "/usr/bin/runc", "-l", "none", "--log-level", level])
+    try:
+        errors.warn("a warning")
+        errors.info("some news")
+        errors.debug("a detail")
+        err = capfd.readouterr().err
+    finally:
+        errors.set_level("warning")
+    assert ("[conmon:w]: a warning" in err) == ("w" in shown), err
+    assert ("[conmon:i]: some news" in err) == ("i" in shown), err
+    assert ("[conmon:d]: a detail" in err) == ("d" in shown), err

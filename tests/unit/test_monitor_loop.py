@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pytest
 
@@ -94,7 +95,10 @@ def test_successes_reset_the_count(pipe) -> None:
 def test_a_stuck_essential_handler_ends_the_loop(pipe) -> None:
     r, w = pipe
     loop = Loop(Recorder())
-    loop.add(r, READ, lambda ev: 1 / 0, essential=True)
+    def stuck(ev: int) -> None:
+        raise ZeroDivisionError("stuck")
+
+    loop.add(r, READ, stuck, essential=True)
     os.write(w, b"x")
     with pytest.raises(LoopFailed, match="ZeroDivisionError"):
         loop.run(lambda: False)
@@ -103,8 +107,13 @@ def test_a_stuck_essential_handler_ends_the_loop(pipe) -> None:
 def test_a_failing_timer_is_reported_and_later_timers_run() -> None:
     rec = Recorder()
     loop = Loop(rec)
-    fired = []
-    loop.call_later(0, lambda: fired.append(1) or [][1])
+    fired: list[int] = []
+
+    def failing() -> None:
+        fired.append(1)
+        raise IndexError("timer")
+
+    loop.call_later(0, failing)
     loop.call_later(0, lambda: fired.append(2))
     loop.run_once(0)
     assert fired == [1, 2]
@@ -118,7 +127,11 @@ def test_a_failing_fault_reporter_does_not_break_the_loop(pipe) -> None:
         raise OSError("diagnostics gone")
 
     loop = Loop(broken_reporter)
-    loop.add(r, READ, lambda ev: os.read(r, 1) and 1 / 0)
+    def failing(ev: int) -> None:
+        os.read(r, 1)
+        raise ZeroDivisionError("handler")
+
+    loop.add(r, READ, failing)
     os.write(w, b"x")
     loop.run_once(0)
     assert loop.fault_count == 1
@@ -146,3 +159,78 @@ def test_report_exception_is_bounded(capsys, monkeypatch) -> None:
     err = capsys.readouterr().err
     assert err.count("unexpected exception in flood") == errors.FAULT_TRACEBACKS
     assert len(re.findall(r"\d+ unexpected exceptions so far", err)) == (1000 - 0) // 100
+
+
+# ---- the loop itself: events, timers, and no wake-ups while idle ---------------------------------
+
+def _count_iterations(loop: Loop, until) -> int:
+    """How many times the loop went round (it checks `until` once per round)."""
+    rounds = [0]
+
+    def check() -> bool:
+        rounds[0] += 1
+        return bool(until())
+    loop.run(check)
+    return rounds[0] - 1
+
+
+def _write_later(fd: int, data: bytes, seconds: float) -> int:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds)
+        os.write(fd, data)
+        os._exit(0)
+    return pid
+
+
+def test_an_idle_loop_sleeps_until_its_fd_is_ready(pipe) -> None:
+    r, w = pipe
+    loop = Loop()
+    got: list[bytes] = []
+    loop.add(r, READ, lambda ev: got.append(os.read(r, 100)))
+    child = _write_later(w, b"late", 0.3)
+    t0 = time.monotonic()
+    rounds = _count_iterations(loop, lambda: got)
+    os.waitpid(child, 0)
+    assert got == [b"late"]
+    assert rounds == 1  # one epoll_wait, woken by the write: no polling meanwhile
+    assert time.monotonic() - t0 >= 0.25
+
+
+def test_timers_fire_in_order_and_the_loop_sleeps_between_them() -> None:
+    """Also: a timer that ends `run`'s wait is seen at once (epoll would otherwise sleep for
+    ever once the last timer has fired)."""
+    loop = Loop()
+    fired: list[str] = []
+    loop.call_later(0.2, lambda: fired.append("b"))
+    loop.call_later(0.1, lambda: fired.append("a"))
+    loop.call_later(0.2, lambda: fired.append("c"))  # same time as b: after it
+    rounds = _count_iterations(loop, lambda: len(fired) == 3)
+    assert fired == ["a", "b", "c"]
+    assert rounds <= 6  # a sleep to each deadline and a look after each firing: no polling
+
+
+def test_modify_and_remove(pipe) -> None:
+    r, w = pipe
+    loop = Loop()
+    calls: list[int] = []
+    loop.add(r, READ, calls.append)
+    os.write(w, b"x")
+    loop.modify(r, 0)  # paused: the data waits
+    loop.run_once(0)
+    assert calls == []
+    loop.modify(r, READ)
+    loop.run_once(0)
+    assert calls == [READ]
+    loop.remove(r)
+    assert not loop.watching(r)
+    loop.run_once(0)
+    assert calls == [READ]
+    loop.remove(r)  # twice is harmless
+
+
+def test_run_once_bounded_wait_returns_without_events() -> None:
+    loop = Loop()
+    t0 = time.monotonic()
+    loop.run_once(0.1)
+    assert 0.05 <= time.monotonic() - t0 < 5

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from supervisor.monitor.cli import Options
-from supervisor.monitor.process import run_exit_command
+from supervisor.monitor.reaper import run_exit_command
 
 # the exit command records what the waiting monitor (its parent) and itself have open
 RECORD = 'ls /proc/$PPID/fd > "$1/monitor"; ls /proc/self/fd > "$1/command"; echo err >&2'

@@ -94,7 +94,7 @@ def test_standalone_container_is_its_own_pod(tmp_path: Path) -> None:
 
 
 def test_member_file_points_to_its_pod(blog: Path) -> None:
-    with pytest.raises(DefinitionError, match="belongs to blog.pod"):
+    with pytest.raises(DefinitionError, match=r"belongs to blog\.pod"):
         load(str(blog / "web.container"))
 
 
@@ -122,7 +122,7 @@ def test_errors(tmp_path: Path, text: str, expected: str) -> None:
 
 def test_member_settings_that_belong_to_the_pod(blog: Path) -> None:
     write(blog, "extra.container", "[Container]\nImage=i\nPod=blog.pod\nPublishPort=1:1\n")
-    with pytest.raises(DefinitionError, match="share its network: set PublishPort= in blog.pod"):
+    with pytest.raises(DefinitionError, match=r"share its network: set PublishPort= in blog\.pod"):
         load(str(blog / "blog.pod"))
 
 

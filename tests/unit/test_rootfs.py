@@ -1,4 +1,4 @@
-"""The lab's rootfs cache (supervisor.rootfs): a fresh tarball is reused, a week-old one is
+"""The lab's rootfs cache (supervisor.lab.rootfs): a fresh tarball is reused, a week-old one is
 rebuilt, each set of parameters has its own. debootstrap itself runs in scripts/check-fresh.sh."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import rootfs
+from supervisor.lab import rootfs
 
 
 def test_cached_tarball_is_reused_until_a_week_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

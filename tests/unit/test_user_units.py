@@ -70,7 +70,7 @@ def test_user_units_pass_systemd_analyze_verify_user(tmp_path: Path, capsys: pyt
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # this installation's own programs (they exist), user scope: `systemd-analyze verify --user`
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    rc, out, err = run(capsys, "generate", "--user", str(BLOG / "blog.yaml"), "--no-host-checks",
+    rc, _, err = run(capsys, "generate", "--user", str(BLOG / "blog.yaml"), "--no-host-checks",
                        "-o", str(tmp_path / "out"))
     assert rc == 0, err
     assert "WantedBy=default.target" in (tmp_path / "out" / "pod-blog.service").read_text()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
+from ..cli import Options
+
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
     from typing import Protocol
 else:
     Protocol = object
-
-from ..cli import Options
 
 STDOUT = 1
 STDERR = 2

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .images import BUSYBOX_IMAGE
+from .images import BUSYBOX_IMAGE as BUSYBOX_IMAGE  # re-exported: tests name it with the store
 
 # podman's host-wide defaults: a private environment must never manage these.
 _SHARED_PATHS = ("/var/lib/containers", "/run/libpod", "/run/containers", "/var/run/libpod")
@@ -77,11 +77,6 @@ class PodmanEnv:
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         return proc
-
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
-        """Start podman in the background (e.g. `logs -f`); the caller waits for it."""
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen(self.argv(*args), env=kw.pop("env", None) or self.environ(), **kw)
 
     def inspect(self, name: str, fmt: str) -> str:
         """`podman inspect --format FMT NAME`, stripped."""

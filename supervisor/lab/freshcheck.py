@@ -2,7 +2,7 @@
 where nothing was installed by hand, with systemd as PID 1.
 
 1. rootfs   a fresh Debian rootfs (debootstrap minbase + systemd-sysv from Debian's registry;
-            supervisor.rootfs caches it as a tarball, rebuilt when older than a week), unpacked
+            supervisor.lab.rootfs caches it as a tarball, rebuilt when older than a week), unpacked
             into a new directory under /var/tmp.
 2. copy     the committed tree (`git archive HEAD`) to LOCATION inside (default: a path with a
             blank under /root, which is 0700), as a user's clone would be.
@@ -35,10 +35,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import rootfs
+from . import checkout, rootfs
 from .sandbox import EXEC_PATH, Sandbox, SandboxConfig, SandboxError
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_LOCATION = "/root/my checkout/podvisor"  # 0700 parent, a blank: the awkward case
 WORK_BASE = Path("/var/tmp")
 CLEAN_ENV = {"PATH": EXEC_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
@@ -57,7 +56,7 @@ class Log:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
         # O_APPEND: debootstrap writes to the same file through its own descriptor
-        self.file = open(path, "ab")  # noqa: SIM115 - open for the whole check
+        self.file = open(path, "ab")
         self.step_start = 0
 
     def begin(self, step: str) -> None:
@@ -129,20 +128,21 @@ class Check:
         self.log.write(f"site CA certificates from {src}: {' '.join(c.name for c in certs) or 'none'}\n")
 
     def copy_tree(self) -> None:
-        if status := subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        repo = str(checkout.root())
+        if status := subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True).stdout.strip():
             self.log.write(f"note: uncommitted changes are not part of the check:\n{status}\n")
             print(f"fresh {self.suite}: note: checking HEAD; uncommitted changes are not in it", flush=True)
         dest = self.root / self.location.lstrip("/")
         dest.mkdir(parents=True)  # root's, like a clone made by root; /root itself stays 0700
-        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"],
+        archive = subprocess.Popen(["git", "-C", repo, "archive", "--format=tar", "HEAD"],
                                    stdout=subprocess.PIPE, stderr=self.log.file)
         assert archive.stdout is not None
         untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, stderr=self.log.file)
         archive.stdout.close()
         if archive.wait() or untar.returncode:
             raise StepFailed(f"git archive HEAD | tar -x failed ({archive.returncode}, {untar.returncode})")
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip()
         self.log.write(f"HEAD {head} -> {self.location}\n")
 
@@ -228,9 +228,9 @@ def run(suite: str, location: str, log_path: Path, cold: bool = False, keep: boo
         errors = check.teardown()
         check.times["teardown"] = time.monotonic() - t_teardown
     total = time.monotonic() - t0
-    for e in errors:
-        log.write(f"teardown: {e}\n")
-        print(f"fresh {suite}: teardown: {e}", file=sys.stderr)
+    for problem in errors:
+        log.write(f"teardown: {problem}\n")
+        print(f"fresh {suite}: teardown: {problem}", file=sys.stderr)
     if failed is not None:
         print(f"fresh {suite}: FAILED at step {failed}\n--- last {TAIL} lines of its log ({log.path}):\n"
               f"{log.step_tail()}", file=sys.stderr)
@@ -248,8 +248,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/check-fresh.sh", description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="bookworm", help="Debian suite of the fresh machine (default: bookworm)")
-    ap.add_argument("--location", default=DEFAULT_LOCATION, help=f"the checkout's path inside (default: {DEFAULT_LOCATION!r})")
-    ap.add_argument("--cold", action="store_true", help="rebuild the rootfs tarball and empty the download caches first")
+    ap.add_argument("--location", default=DEFAULT_LOCATION,
+                    help=f"the checkout's path inside (default: {DEFAULT_LOCATION!r})")
+    ap.add_argument("--cold", action="store_true",
+                    help="rebuild the rootfs tarball and empty the download caches first")
     ap.add_argument("--keep", action="store_true", help="leave the booted machine running for a look around")
     ap.add_argument("--log", type=Path, help="the whole log (default: /var/tmp/podvisor-rootfs/check-fresh-SUITE.log)")
     args = ap.parse_args(argv)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.generator import probe
+from supervisor.probes import checks, options, ready
 
 FAKE_PODMAN = r"""#!/bin/sh
 # run: start a stand-in "monitor" (sleep), write the files podman would; exec: succeed once $FLAG exists
@@ -37,10 +37,10 @@ exit 3
 """
 
 
-def parse(*argv: str) -> probe.Options:
+def parse(*argv: str) -> options.Options:
     p = argparse.ArgumentParser()
-    probe.add_arguments(p)
-    return probe.options_from(p.parse_args(list(argv)))
+    options.add_arguments(p)
+    return options.options_from(p.parse_args(list(argv)))
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.s
                  "--exec=-e", "--exec=/ready", "--", str(fake), "--root=/x", "run", f"--conmon-pidfile={tmp_path}/pid",
                  f"--cidfile={tmp_path}/cid", "--detach", "img")
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t = threading.Thread(target=lambda: result.append(ready.run(opts)))
     t.start()
     first = notify_socket.recv(4096).decode()
     monitor = int((tmp_path / "pid").read_text())
@@ -75,7 +75,7 @@ def test_exec_probe_protocol(tmp_path: Path, fake: Path, notify_socket: socket.s
     time.sleep(0.5)
     assert t.is_alive()  # still probing
     (tmp_path / "flag").touch()
-    messages = []
+    messages: list[str] = []
     while not any("READY=1" in m for m in messages):
         messages.append(notify_socket.recv(4096).decode())
     t.join(10)
@@ -89,7 +89,7 @@ def test_monitor_death_ends_the_wait(tmp_path: Path, fake: Path, notify_socket: 
     opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--period=0.1", "--exec=false",
                  "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t = threading.Thread(target=lambda: result.append(ready.run(opts)))
     t.start()
     notify_socket.recv(4096)
     pid = int((tmp_path / "pid").read_text())
@@ -104,7 +104,7 @@ def test_podman_run_failure_is_the_exit_status(tmp_path: Path, notify_socket: so
     bad.chmod(0o755)
     opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--tcp-socket=127.0.0.1:1", "--",
                  str(bad), "run", "img")
-    assert probe.run(opts) == 125
+    assert ready.run(opts) == 125
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,13 @@ def http_server() -> Iterator[int]:
 
 
 def test_http_and_tcp_probes(http_server: int) -> None:
-    assert probe.http_probe(f"http://127.0.0.1:{http_server}/ok", [("X-Token", "t")], 2) is None
-    assert "HTTP 503" in (probe.http_probe(f"http://127.0.0.1:{http_server}/ok", [], 2) or "")
-    assert probe.tcp_probe(f"127.0.0.1:{http_server}", 2) is None
+    assert checks.http_check(f"http://127.0.0.1:{http_server}/ok", [("X-Token", "t")], 2) is None
+    assert "HTTP 503" in (checks.http_check(f"http://127.0.0.1:{http_server}/ok", [], 2) or "")
+    assert checks.tcp_check(f"127.0.0.1:{http_server}", 2) is None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert "refused" in (probe.tcp_probe(f"127.0.0.1:{port}", 2) or "").lower()
+    assert "refused" in (checks.tcp_check(f"127.0.0.1:{port}", 2) or "").lower()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="setns needs root")
@@ -141,7 +141,7 @@ def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
                                " -m http.server --bind 127.0.0.1 18123"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        code = ("import os, sys, time; from supervisor.generator import checks\n"
+        code = ("import os, sys, time; from supervisor.probes import checks\n"
                 "print(checks.tcp_check('127.0.0.1:18123', 1))\n"
                 "checks.enter_netns(os.open(f'/proc/{sys.argv[1]}/ns/net', os.O_RDONLY))\n"
                 "for _ in range(50):\n"
@@ -165,20 +165,20 @@ def test_probe_runs_inside_a_network_namespace(http_server: int) -> None:
     (["--pidfile=p", "--cidfile=c", "--http-get=http://x/", "--http-header=bad", "--", "podman", "run"], "Name: value"),
 ])
 def test_bad_options(argv: list[str], message: str) -> None:
-    with pytest.raises(probe.ProbeSetupError, match=message):
+    with pytest.raises(options.ProbeSetupError, match=message):
         parse(*argv)
 
 
 def test_podman_prefix() -> None:
-    assert probe.podman_prefix(["/p", "--root=/a b", "--log-level=debug", "run", "x"]) == \
+    assert options.podman_prefix(["/p", "--root=/a b", "--log-level=debug", "run", "x"]) == \
         ["/p", "--root=/a b", "--log-level=debug"]
-    with pytest.raises(probe.ProbeSetupError):
-        probe.podman_prefix(["/p", "--root", "/x", "run"])  # global flags must be --flag=value
+    with pytest.raises(options.ProbeSetupError):
+        options.podman_prefix(["/p", "--root", "/x", "run"])  # global flags must be --flag=value
 
 
 def test_cli_entry_point(tmp_path: Path) -> None:
-    """As units run it: `podvisor ready-probe ...` (here through the generator's own entry point)."""
-    res = subprocess.run([sys.executable, "-m", "supervisor.generator.command", "ready-probe", "--pidfile=p",
+    """As units run it: `podvisor ready-probe ...` (here through `python -m supervisor.cli`)."""
+    res = subprocess.run([sys.executable, "-m", "supervisor.cli", "ready-probe", "--pidfile=p",
                           "--cidfile=c", "--", "/nonexistent/podman", "run"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NOTIFY_SOCKET": ""})
     assert res.returncode == 2 and "exactly one of --exec, --http-get, --tcp-socket" in res.stderr
@@ -205,7 +205,7 @@ def test_liveness_pings_then_triggers_the_watchdog(tmp_path: Path, fake: Path, n
                  "--liveness-failure-threshold=3", "--liveness-exec=true", f"--state-file={state}",
                  "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
     result: list[int] = []
-    t = threading.Thread(target=lambda: result.append(probe.run(opts)))
+    t = threading.Thread(target=lambda: result.append(ready.run(opts)))
     t0 = time.monotonic()
     t.start()
     got = _messages(notify_socket, lambda m: sum("WATCHDOG=1" in x for x in m) >= 3)
@@ -233,7 +233,7 @@ def test_hung_probe_is_a_failure_at_its_timeout(http_server: int) -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         t0 = time.monotonic()
-        why = probe.http_probe(f"http://127.0.0.1:{server.getsockname()[1]}/healthz", [], 0.5)
+        why = checks.http_check(f"http://127.0.0.1:{server.getsockname()[1]}/healthz", [], 0.5)
         assert why == "no answer within 0.5s from /healthz" and time.monotonic() - t0 < 1.5
 
 
@@ -241,7 +241,7 @@ def test_startup_failure_fails_while_still_the_main_pid(tmp_path: Path, fake: Pa
     opts = parse(f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--startup-period=0.1",
                  "--startup-failure-threshold=3", "--startup-exec=true", "--liveness-exec=true",
                  "--", str(fake), "run", f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img")
-    assert probe.run(opts) == 1
+    assert ready.run(opts) == 1
     notify_socket.settimeout(0.5)
     got = []
     try:
@@ -259,7 +259,7 @@ def test_one_process_one_thread(tmp_path: Path, fake: Path) -> None:
     """As units run it (`podvisor ready-probe`): the liveness loop is a single thread."""
     (tmp_path / "flag").touch()
     state = tmp_path / "health.json"
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.generator.command", "ready-probe",
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "ready-probe",
                              f"--pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "--liveness-period=0.1",
                              "--liveness-exec=true", f"--state-file={state}", "--", str(fake), "run",
                              f"--conmon-pidfile={tmp_path}/pid", f"--cidfile={tmp_path}/cid", "img"],
@@ -300,17 +300,15 @@ def test_grpc_probe_against_a_real_grpc_server() -> None:
     server.start()
     target = f"127.0.0.1:{port}"
     try:
-        assert probe.checks.grpc_check(target, "", 2) is None
-        assert probe.checks.grpc_check(target, "app.v1", 2) == "gRPC status NOT_SERVING for 'app.v1'"
-        assert "the call failed" in (probe.checks.grpc_check(target, "other", 2) or "")
+        assert checks.grpc_check(target, "", 2) is None
+        assert checks.grpc_check(target, "app.v1", 2) == "gRPC status NOT_SERVING for 'app.v1'"
+        assert "the call failed" in (checks.grpc_check(target, "other", 2) or "")
     finally:
         server.stop(0)
-    assert "refused" in (probe.checks.grpc_check(target, "", 2) or "").lower()
+    assert "refused" in (checks.grpc_check(target, "", 2) or "").lower()
 
 
 def test_grpc_codec() -> None:
-    from supervisor.generator import checks
-
     assert checks.grpc_serving_status(b"") == 0 and checks.grpc_serving_status(b"\x08\x03") == 3
     assert checks.grpc_serving_status(b"\x12\x02ab\x08\x01") == 1  # unknown fields skipped
     assert checks._hpack_int(31, 4) == b"\x0f\x10" and checks._hpack_int(300, 7) == b"\x7f\xad\x01"
@@ -321,11 +319,11 @@ def test_lean_parser_matches_argparse() -> None:
             "--liveness-failure-threshold=4", "--liveness-http-header=A: b", "--liveness-http-header=C: d",
             "--on-failure=stop", "--startup-exec=test", "--startup-exec=-e", "--startup-success-threshold=2",
             "--exec=--exec=x", "--", "podman", "run", "--exec=not ours"]
-    a, b = probe.options_from(probe.parse_lean(argv)), parse(*argv)
+    a, b = options.options_from(options.parse_lean(argv)), parse(*argv)
     assert vars(a.liveness) == vars(b.liveness) and vars(a.startup) == vars(b.startup)
     assert vars(a.readiness) == vars(b.readiness) and a.readiness is not None and a.readiness.exec_command == ["--exec=x"]
     assert (a.command, a.on_failure, a.pidfile, a.cidfile) == (b.command, b.on_failure, "p", "c")
-    with pytest.raises(probe.ProbeSetupError, match="--liveness-period: invalid value"):
-        probe.parse_lean(["--pidfile=p", "--cidfile=c", "--liveness-period=soon", "--", "podman", "run"])
-    with pytest.raises(probe.ProbeSetupError, match="--bogus=1"):
-        probe.parse_lean(["--bogus=1"])
+    with pytest.raises(options.ProbeSetupError, match="--liveness-period: invalid value"):
+        options.parse_lean(["--pidfile=p", "--cidfile=c", "--liveness-period=soon", "--", "podman", "run"])
+    with pytest.raises(options.ProbeSetupError, match="--bogus=1"):
+        options.parse_lean(["--bogus=1"])

@@ -14,15 +14,16 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+from . import checkout
+
 BUSYBOX_IMAGE = "localhost/podvisor-busybox:latest"
 BLOG_IMAGE = "localhost/podvisor-blog:latest"
 BUSYBOX_BINARY = "/bin/busybox"  # Debian's busybox-static: no shared libraries
 NGINX_BINARY = "/usr/sbin/nginx"  # Debian's nginx-light
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BLOG_FILES = Path(__file__).resolve().parent.parent / "units" / "blog" / "image"
 
 # podman <args...> with bytes on stdin -> CompletedProcess (PodmanEnv.run, or a sandbox's)
-PodmanRun = Callable[..., subprocess.CompletedProcess]
+PodmanRun = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
 class Rootfs:
@@ -103,7 +104,7 @@ def busybox_rootfs() -> Rootfs:
 def blog_rootfs() -> Rootfs:
     fs = busybox_rootfs()
     fs.binary_with_libraries(NGINX_BINARY)
-    fs.host_tree(BLOG_FILES)
+    fs.host_tree(checkout.path("units", "blog", "image"))
     return fs
 
 

@@ -4,8 +4,9 @@ The container's root is a copy-on-write view of the host's ``/`` (overlayfs with
 layer), so the host's binaries are visible at the same paths and every write stays in RAM. The
 running checkout (or venv) is bound in read-only at its own path, wherever it lives: below /tmp,
 which is a fresh tmpfs inside, or in a 0700 home. Alternatively (``SandboxConfig.rootfs``) it
-boots a whole OS tree of its own, e.g. a freshly debootstrapped Debian, as it is. The machine runs a cgroup v1 hybrid layout without a host systemd, which
-forces a few unusual choices, all verified by hand first (see the shared sandbox notes):
+boots a whole OS tree of its own, e.g. a freshly debootstrapped Debian, as it is. The machine
+runs a cgroup v1 hybrid layout without a host systemd, which forces a few unusual choices, all
+verified by hand first (see the shared sandbox notes):
 
 * nspawn mounts every v1 controller read-only unless a user namespace is used, and podman then
   cannot create cgroups. We hand nspawn a tmpfs ``/sys/fs/cgroup`` and bind one per-sandbox
@@ -39,6 +40,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from supervisor.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")  # also used as machin
 _STATE_ENTRIES = {STATE_FILE, f".{STATE_FILE}.tmp", "nspawn.log", "upper", "root", ".#root.lck"}
 
 
-class SandboxError(RuntimeError):
+class SandboxError(UserError):
     """A sandbox operation failed; the message is meant for humans."""
 
 
@@ -577,9 +580,9 @@ class Sandbox:
         failed: tuple[str, ...] = ()
         if system_state == "degraded":
             # not self.run(): status() reads "stopping" while this start still holds the lock
-            out = subprocess.run(self._nsenter_argv(state.systemd_pid, ["systemctl", "--failed", "--plain", "--no-legend"]),
-                                 env=self._inner_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                 timeout=30).stdout
+            argv = self._nsenter_argv(state.systemd_pid, ["systemctl", "--failed", "--plain", "--no-legend"])
+            out = subprocess.run(argv, env=self._inner_env(), capture_output=True, text=True,
+                                 stdin=subprocess.DEVNULL, timeout=30).stdout
             failed = tuple(line.split()[0] for line in out.splitlines() if line.strip())
             log.warning("sandbox %r is degraded; failed units: %s", self.name, " ".join(failed))
         return BootReport(system_state, t_systemd, state.boot_seconds, failed)

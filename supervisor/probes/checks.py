@@ -84,7 +84,7 @@ def http_check(url: str, headers: list[tuple[str, str]], timeout: float) -> str 
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # as Kubernetes: probes do not verify certificates
             sock.settimeout(_left(deadline))
-            sock = ctx.wrap_socket(sock, server_hostname=host)  # type: ignore[union-attr]
+            sock = ctx.wrap_socket(sock, server_hostname=host)
         names = {k.lower() for k, _ in headers}
         lines = [f"GET {path} HTTP/1.0"]
         if "host" not in names:

@@ -50,7 +50,8 @@ class TestUser:
         In a mount namespace of its own whose mounts propagate as on a machine booted by
         systemd (here "/" is private: rootless podman warns about it on every call, and
         tests compare stderr)."""
-        return ["unshare", "--mount", "--propagation", "shared", "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
+        return ["unshare", "--mount", "--propagation", "shared",
+                "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
 
     def environ(self) -> dict[str, str]:
         """A login-like environment of this user (nothing of the caller's but PATH and TERM)."""
@@ -63,8 +64,10 @@ class TestUser:
 
     def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         """Run argv as this user from its home, capturing text output."""
-        return subprocess.run([*self.prefix(), *argv], env=self.environ(), cwd=self.home,
-                              capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+        res: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            [*self.prefix(), *argv], env=self.environ(), cwd=self.home, capture_output=True, text=True,
+            check=False, **kw)
+        return res
 
     def pids(self) -> list[int]:
         """Processes running with this user's real uid (outside any user namespace)."""
@@ -157,11 +160,6 @@ class RootlessPodmanEnv(PodmanEnv):
         kw.setdefault("cwd", self.user.home)
         return super().run(*args, **kw)
 
-    def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:
-        assert self.user is not None
-        kw.setdefault("cwd", self.user.home)
-        return super().popen(*args, **kw)
-
     def shell_command(self, *args: str) -> str:
         assert self.user is not None
         env = [f"{k}={v}" for k, v in self.environ().items()]
@@ -169,11 +167,14 @@ class RootlessPodmanEnv(PodmanEnv):
             shlex.join([*self.user.prefix(), "env", "-i", *env, *super().argv(*args)])
 
 
-def make_rootless_env(user: TestUser, key: str, monitor_path: str) -> RootlessPodmanEnv:
-    """A rootless env of `user` named `key`; all keys of one user share one image store."""
+def make_rootless_env(user: TestUser, key: str, monitor_path: str,
+                      conmon_env: dict[str, str] | None = None) -> RootlessPodmanEnv:
+    """A rootless env of `user` named `key`; all keys of one user share one image store.
+    `conmon_env`: as for make_env (the monitor's PODVISOR_CONMON_* variables)."""
     storage = user.home / "storage"
     plain = make_env(user.home / key, monitor_path, root=storage / "root",
-                     runroot=user.runtime_dir / "runroot", tmpdir=user.runtime_dir / "tmp")
+                     runroot=user.runtime_dir / "runroot", tmpdir=user.runtime_dir / "tmp",
+                     conmon_env=conmon_env)
     for d in (user.home / key, storage, storage / "root", storage / "root-networks",
               user.runtime_dir / "runroot", user.runtime_dir / "tmp"):
         os.chown(d, user.uid, user.gid)

@@ -4,10 +4,10 @@ Debian's package registry and cached as tarballs (building one takes minutes, un
 A cached tarball is rebuilt when it is older than `max_age` (a week by default), so a check
 never tests against a month-old "fresh" machine; concurrent callers wait for one build (flock).
 
-    python -m supervisor.rootfs bookworm                 # prints the tarball's path
-    python -m supervisor.rootfs trixie --include systemd-sysv,udev --rebuild
+    python -m supervisor.lab.rootfs bookworm                 # prints the tarball's path
+    python -m supervisor.lab.rootfs trixie --include systemd-sysv,udev --rebuild
 
-    from supervisor import rootfs
+    from supervisor.lab import rootfs
     tar = rootfs.tarball("trixie", include=("systemd-sysv",))
     rootfs.unpack(tar, Path("/var/tmp/x/root"))
 
@@ -143,7 +143,7 @@ def unpack(tar: Path, dest: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m supervisor.rootfs", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m supervisor.lab.rootfs", description=__doc__.splitlines()[0])
     ap.add_argument("suite", help="Debian suite: bookworm, trixie, ...")
     ap.add_argument("--variant", default="minbase", help="debootstrap variant (default: minbase)")
     ap.add_argument("--include", default=",".join(BASE_INCLUDE),

@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from supervisor.errors import UserError
+
+from . import checkout
 from .images import BLOG_IMAGE, ensure_image
 
-REPO = Path(__file__).resolve().parent.parent
-BLOG_YAML = REPO / "units" / "blog" / "blog.yaml"
 POD_UNIT = "pod-blog.service"
 URL = "http://127.0.0.1:8080/"
 FETCH = (
@@ -30,7 +31,7 @@ FETCH = (
 )
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError):
     pass
 
 
@@ -63,13 +64,15 @@ class InSandbox(Host):
         self.sb = sb
 
     def run(self, argv: list[str], input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = self.sb.run(argv, input=input, timeout=300)  # type: ignore[attr-defined]
+        res: subprocess.CompletedProcess[str] = self.sb.run(argv, input=input, timeout=300)  # type: ignore[attr-defined]
         if check and res.returncode:
             raise DemoError(f"{shlex.join(argv)} (in the sandbox): exit {res.returncode}\n{res.stdout}{res.stderr}")
         return res
 
     def podman(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return self.sb.podman(*args, check=check, input=input)  # type: ignore[attr-defined]
+        res: subprocess.CompletedProcess[bytes] = self.sb.podman(  # type: ignore[attr-defined]
+            *args, check=check, input=input)
+        return res
 
 
 def blog(where: Host) -> None:
@@ -77,7 +80,8 @@ def blog(where: Host) -> None:
     say(f"building {BLOG_IMAGE} from this host's Debian packages (no registry)")
     ensure_image(where.podman, BLOG_IMAGE)
     say("podvisor install units/blog/blog.yaml")
-    out = where.run([podvisor, "install", str(BLOG_YAML)])  # the sandbox binds the checkout in
+    # the sandbox binds the checkout in
+    out = where.run([podvisor, "install", str(checkout.path("units", "blog", "blog.yaml"))])
     print(out.stdout + out.stderr, end="")
     say(f"systemctl start {POD_UNIT} (returns when every container's readiness probe passes)")
     t0 = time.monotonic()
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 sb.stop()
                 say("sandbox stopped and removed")
         return 0
-    except DemoError as e:
+    except UserError as e:  # DemoError, SandboxError, CheckoutError
         print(f"demo: FAILED: {e}", file=sys.stderr)
         return 1
 

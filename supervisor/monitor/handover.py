@@ -1,0 +1,308 @@
+"""The monitor's first process on the fork server's side: forked by the server for one launcher,
+it checks the launcher, takes over its fds, environment, cwd, umask, rlimits and cgroups, and then
+runs main.run as a directly started first process would (see server.py for the whole design).
+
+Plain syscalls and bytes where it can: everything this process touches is copied from the
+server's shared pages and, as the monitor is its child, stays in the monitor's private memory.
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+
+from . import launch
+
+NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
+SECURITY_FIELDS = (b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:", b"NoNewPrivs:",
+                   b"Seccomp:")
+MAX_REQUEST = 4 << 20
+REQUEST_TIMEOUT = 10.0  # seconds for a launcher to send its request
+STALE = 3  # a first process's exit status: the launcher is of another install (or build)
+RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
+
+Context = tuple[tuple[str, object], ...]
+
+
+class Refused(Exception):
+    pass
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def context(pid: int | str) -> Context:
+    """What a monitor inherits from where it starts and may not gain by coming from us: the
+    interpreter, namespaces, root, capabilities, seccomp, no_new_privs, LSM label."""
+    out: list[tuple[str, object]] = [("interpreter", os.readlink(f"/proc/{pid}/exe"))]
+    for ns in NAMESPACES:
+        try:
+            out.append((f"{ns} namespace", os.readlink(f"/proc/{pid}/ns/{ns}")))
+        except FileNotFoundError:
+            pass
+    st = os.stat(f"/proc/{pid}/root")
+    out.append(("root directory", (st.st_dev, st.st_ino)))
+    status = _read(f"/proc/{pid}/status")
+    out.append(("capabilities, seccomp or no_new_privs",
+                [line for line in status.split(b"\n") if line.startswith(SECURITY_FIELDS)]))
+    try:
+        out.append(("security label", _read(f"/proc/{pid}/attr/current")))
+    except OSError:
+        pass
+    return tuple(out)
+
+
+def check_peer(pid: int, uid: int, own: Context) -> None:
+    """The launcher must be root, this install's interpreter, and no more confined than us."""
+    if uid != 0 or os.geteuid() != 0:
+        raise Refused(f"peer uid {uid}: only root")
+    theirs = context(pid)
+    if theirs != own:
+        for (what, a), (_, b) in zip(theirs, own, strict=False):
+            if a != b:
+                raise Refused(f"peer has another {what}" if what != "interpreter"
+                              else f"peer runs {a}, not {b}")
+        raise Refused("peer differs")
+
+
+class Request:
+    """launch.encode_request's fields: protocol, token, cwd, umask, argv, environment, fd numbers."""
+
+    def __init__(self, payload: bytes, fds: list[int]) -> None:
+        f = payload.split(b"\0")
+        if f[0] != launch.PROTOCOL:
+            raise Refused(f"protocol {f[0][:40]!r}")
+        self.token = f[1]
+        self.cwd = f[2]
+        self.umask = int(f[3])
+        n = int(f[4])
+        self.argv = [os.fsdecode(a) for a in f[5:5 + n]]
+        i = 5 + n
+        m = int(f[i])
+        self.env: dict[bytes, bytes] = {}
+        for e in f[i + 1:i + 1 + m]:
+            key, _, value = e.partition(b"=")
+            self.env[key] = value
+        i += 1 + m
+        k = int(f[i])
+        self.targets = [int(x) for x in f[i + 1:i + 1 + k]]
+        if len(self.targets) != len(fds):
+            raise Refused(f"{len(fds)} fds for {len(self.targets)} numbers")
+        self.fds = fds
+
+
+def _rights(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, blob in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(blob[i:i + 4], sys.byteorder, signed=True)
+                    for i in range(0, len(blob) - 3, 4)]
+    return fds
+
+
+def read_request(conn: socket.socket) -> Request:
+    fds: list[int] = []
+    try:
+        data, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(launch.MAX_FDS * 4))
+        fds = _rights(anc)
+        if flags & socket.MSG_CTRUNC:
+            raise Refused("too many fds")
+        if len(data) < 4:
+            raise Refused("short request")
+        size = int.from_bytes(data[:4], "little")
+        if size > MAX_REQUEST:
+            raise Refused("request too large")
+        while len(data) < size + 4:
+            more = conn.recv(size + 4 - len(data))
+            if not more:
+                raise Refused("truncated request")
+            data += more
+        for fd in fds:
+            os.set_inheritable(fd, False)  # until placed in the monitor
+        return Request(data[4:4 + size], fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def send(conn: socket.socket, line: bytes) -> None:
+    try:
+        conn.sendall(line + b"\n")
+    except OSError:
+        pass
+
+
+def place_fds(req: Request, keep: socket.socket) -> socket.socket:
+    """Give the child exactly the launcher's fds at the launcher's numbers (plus `keep`)."""
+    present = [int(n) for n in os.listdir("/proc/self/fd")]
+    base = max([*present, *req.targets, 2]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in req.fds]
+    conn_fd = fcntl.fcntl(keep.fileno(), fcntl.F_DUPFD_CLOEXEC, base)
+    keep.detach()  # its number is about to be closed, and may be a target: never close it again
+    wanted = {*high, conn_fd}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in wanted:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    for src, dst in zip(high, req.targets, strict=True):
+        os.dup2(src, dst, inheritable=True)
+        os.close(src)
+    return socket.socket(fileno=conn_fd)
+
+
+def wait_start(fd: int) -> None:
+    """podman writes the start pipe once it has put the launcher in its cgroups: wait for that
+    without reading it (main.run reads it, as in a direct start)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    while True:
+        try:
+            p.poll()
+            return
+        except InterruptedError:
+            continue
+
+
+def limits_of(pid: int) -> list[tuple[int, tuple[int, int]]]:
+    out = []
+    for r in RLIMITS:
+        try:
+            out.append((r, resource.prlimit(pid, r)))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def set_environ(env: dict[bytes, bytes]) -> None:
+    """Make `env` the process's environment (the C one, which exec passes on, and os.environ)."""
+    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes, spares re-encoding
+    if not isinstance(data, dict):
+        os.environ.clear()
+        for k, v in env.items():
+            os.environ[os.fsdecode(k)] = os.fsdecode(v)
+        return
+    for k in list(data):
+        os.unsetenv(k)
+    data.clear()
+    for k, v in env.items():
+        os.putenv(k, v)
+        data[k] = v
+
+
+def _read_request(conn: socket.socket) -> tuple[Request, int, int] | int:
+    """The request and the launcher's pid and uid, or the exit status of a bad one (reported)."""
+    try:
+        conn.settimeout(REQUEST_TIMEOUT)
+        cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        peer = int.from_bytes(cred[0:4], sys.byteorder)
+        uid = int.from_bytes(cred[4:8], sys.byteorder)
+        # read first even from a stranger: closing on unread data would reset the connection
+        # and the launcher would never see why it was refused
+        return read_request(conn), peer, uid
+    except (Refused, OSError, ValueError, IndexError) as e:
+        send(conn, f"F {e}".encode())
+        return 1
+
+
+def _prepare(target: int, req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
+    """Check the launcher and put `target` (the first process) in its place where that needs no
+    more than a pid: its rlimits, then, once podman says go, its cgroups. Returns the reply: an
+    exit status byte (0: done) and the reason of a refusal."""
+    from .cgroups import join_cgroups_of
+
+    try:
+        check_peer(peer, uid, own)
+    except (Refused, OSError, ValueError) as e:
+        return b"\1" + str(e).encode()
+    if req.token != token:
+        return bytes([STALE]) + b"install token differs"
+    for r, lim in limits_of(peer):
+        try:
+            resource.prlimit(target, r, lim)
+        except (OSError, ValueError):
+            pass
+    try:
+        start = int(req.env[b"_OCI_STARTPIPE"])
+        wait_start(req.fds[req.targets.index(start)])
+    except (KeyError, ValueError):
+        pass
+    try:
+        join_cgroups_of(peer, target)
+    except OSError as e:
+        return b"\1cannot join the launcher's cgroups: " + str(e).encode()
+    return b"\0"
+
+
+def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
+    """_prepare in a child of ours: the pages it touches are copied into that child, which exits,
+    not into this process and the monitor it forks (measured ~0.3 MB per monitor)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    me = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        reply = b"\1internal error"
+        try:
+            os.close(r)
+            reply = _prepare(me, req, peer, uid, token, own)
+        finally:
+            try:
+                os.write(w, reply)
+            finally:
+                os._exit(0)
+    os.close(w)
+    reply = b""
+    while chunk := os.read(r, 4096):
+        reply += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return reply
+
+
+def first_process(conn: socket.socket, token: bytes, own: Context) -> int:
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    got = _read_request(conn)
+    if isinstance(got, int):
+        return got
+    req, peer, uid = got
+    reply = _prepared(req, peer, uid, token, own)
+    if reply[:1] != b"\0":  # refused, or the child died before it could say
+        send(conn, b"F " + (reply[1:] or b"checking the launcher failed"))
+        return reply[0] if reply else 1
+    conn.settimeout(None)
+    conn = place_fds(req, conn)
+    set_environ(req.env)
+    os.chdir(req.cwd)
+    os.umask(req.umask)
+    from .identity import set_identity
+    from .main import run
+
+    set_identity(req.argv)
+    send(conn, b"S")
+    conn.close()
+    sys.argv[1:] = req.argv
+    gc.enable()
+    try:
+        return run(req.argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
