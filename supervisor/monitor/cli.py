@@ -313,6 +313,10 @@ def _validate(v: dict[str, Any]) -> tuple[LogTarget, ...]:
         die("Attach can only be specified with exec", colon=False)
     if v.get("exec_attach") and not v.get("api_version"):
         die("Attach can only be specified for a non-legacy exec session", colon=False)
+    if v.get("seccomp_notify_socket") or v.get("seccomp_notify_plugins"):
+        # podman (4.3.1 to 5.4) never passes them; a silent no-op would leave the container's
+        # seccomp notifications unanswered
+        die("--seccomp-notify-socket/--seccomp-notify-plugins are not supported by podvisor-conmon")
     if v.get("restore") and v.get("exec"):
         die("Cannot use 'exec' and 'restore' at the same time", colon=False)
     if not v.get("log_path"):

@@ -89,6 +89,18 @@ def test_version_matches_what_podman_accepts() -> None:
     assert launcher.stdout == VERSION_TEXT
 
 
+@pytest.mark.parametrize("option", ["--seccomp-notify-socket", "--seccomp-notify-plugins"])
+def test_seccomp_notify_is_refused_not_ignored(option: str, tmp_path: Path) -> None:
+    """conmon's seccomp-notify listener is not implemented: an error naming it, not a monitor
+    that runs the container and leaves its notifications unanswered."""
+    args = ["--api-version", "1", "-c", "c" * 64, "-u", "c" * 64, "-r", "/usr/bin/runc", "-b", str(tmp_path),
+            "-l", f"k8s-file:{tmp_path / 'ctr.log'}", "--exit-dir", str(tmp_path), option, str(tmp_path / "x")]
+    res = _run(_podvisor(), args, tmp_path)
+    assert res.returncode == 1
+    assert "--seccomp-notify-socket/--seccomp-notify-plugins are not supported" in res.stderr, res
+    assert not (tmp_path / "ctr.log").exists()  # refused before anything was started
+
+
 def test_podman_style_argv_parses(tmp_path: Path) -> None:
     """The exact argument shapes podman 4.3.1 sends: stray `1`, values starting with `-`,
     `=` forms, empty values, repeated options in order."""
