@@ -15,6 +15,7 @@ under which such races show.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -56,10 +57,16 @@ def netns_podman(podman: PodmanEnv, monitor_kind: str, monitor: str,
     server: subprocess.Popen[bytes] | None = None
     try:
         netns = f"/proc/{holder.pid}/ns/net"
-        own = Path("/proc/self/ns/net").resolve()
-        for _ in range(200):  # unshare has forked and unshared once the link changes
-            if Path(netns).exists() and Path(netns).resolve() != own:
-                break
+        # readlink, not Path.resolve: resolve() joins the "net:[inode]" target onto each
+        # process's own /proc/PID, so it differed at once and nsenter could enter the holder
+        # before unshare had run (the fork server then sat in our namespace, not the new one)
+        own = os.readlink("/proc/self/ns/net")
+        for _ in range(200):  # unshare has unshared once the link changes
+            try:
+                if os.readlink(netns) != own:
+                    break
+            except FileNotFoundError:
+                pass
             time.sleep(0.01)
         else:
             raise AssertionError("the network namespace holder did not start")

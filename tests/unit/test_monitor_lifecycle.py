@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,8 +20,7 @@ import pytest
 CID = "f" * 64
 REPO = Path(__file__).resolve().parents[2]
 
-RUNTIME = """#!{python}
-import os, socket, sys
+RUNTIME = """import os, socket, sys
 a = sys.argv[1:]
 bundle, pidfile = a[a.index("--bundle") + 1], a[a.index("--pid-file") + 1]
 assert a[0] == "create" and a[-1] == {cid!r}, a
@@ -74,8 +74,11 @@ class Run:
         (self.bundle / "cmd").write_text(cmd)
         for name, text in (markers or {}).items():
             (self.bundle / name).write_text(text)
+        # a sh wrapper rather than a #! line naming the interpreter: the checkout's path may
+        # hold blanks, which a #! line cannot
+        (tmp / "runtime.py").write_text(RUNTIME.format(cid=CID))
         runtime = tmp / "runtime"
-        runtime.write_text(RUNTIME.format(python=sys.executable, cid=CID))
+        runtime.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(tmp / "runtime.py"))} "$@"\n')
         runtime.chmod(0o755)
         r, w = os.pipe()
         self.sync_r = r
