@@ -55,6 +55,9 @@ cleanup() {
 }
 trap cleanup EXIT
 cp "$REPO/scripts/vm/init.sh" "$RUN/"
+# where the checkout is inside the VM: init.sh keeps it visible if it lies under a directory the
+# VM mounts a tmpfs on (/tmp, /var/tmp)
+printf '%s\n' "$GUEST_REPO" >"$RUN/checkout"
 # the VM's runtime units, the masks (-> /dev/null) made here: under emulation each process the
 # VM's init starts costs about a second, so it copies this directory in one go
 mkdir "$RUN/units"

@@ -52,9 +52,21 @@ for d in "${overlaid[@]}"; do
     mount -t overlay overlay -o "lowerdir=$d,upperdir=/run/vm-overlay$d/upper,workdir=/run/vm-overlay$d/work" "$d" \
         || mount -t tmpfs tmpfs "$d"
 done
+# The checkout may live under one of those (a clone in /tmp): hold it aside, then put it back at
+# its own path, which its venv's scripts name
+checkout=$(cat "$here/checkout" 2>/dev/null || true)
+kept=
+for d in /tmp /var/tmp; do
+    if [[ -n $checkout && $checkout == "$d"/* ]]; then
+        mkdir -p /run/vm-checkout && mount --bind "$checkout" /run/vm-checkout && kept=$checkout
+    fi
+done
 for d in /tmp /var/tmp /var/lib/containers; do
     mount -t tmpfs -o mode=1777 tmpfs "$d"
 done
+if [[ -n $kept ]]; then
+    mkdir -p "$kept" && mount --move /run/vm-checkout "$kept"
+fi
 chmod 0700 /var/lib/containers
 # the results directory (check-vm.sh's --rwdir) at a fixed place
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,access=any virtme.initmount0 /run/vm-out
