@@ -6,16 +6,25 @@ each container costs only what its monitor dirties: the garbage collector is fro
 fork so that it never walks, and so copies, the server's objects, and everything a monitor may need
 is imported and warmed up here first (warmup.py), never after the fork.
 
-Per request (handover.py): the peer must be root (SO_PEERCRED), run this install's interpreter,
-sit in the same namespaces and root with the same capabilities, seccomp and no_new_privs (else its
-monitor would escape limits podman runs under), and send this install's token; anything else is
-refused (`F`) and the launcher runs the monitor itself. Then the forked first process takes the
+Per request the server accepts, freezes the collector, forks and closes its copy of the
+connection: nothing else, and it keeps nothing (SIGCHLD is ignored, the kernel reaps the children),
+because every page it writes between two forks stays, as a private copy, in each monitor forked
+before. The forked first process does the rest (handover.py): the peer must be root (SO_PEERCRED),
+run this install's interpreter, sit in the same namespaces and root with the same capabilities,
+seccomp and no_new_privs (else its monitor would escape limits podman runs under), and send this
+install's token; anything else is refused (`F`) and the launcher runs the monitor itself (a token
+of a newer install on disk: the first process tells the server to go, SIGTERM). Then it takes the
 launcher's fds (at the same numbers), environment, cwd, umask and rlimits, waits for podman's start
 byte, joins the launcher's cgroups, says `S`, and runs main.run like a directly started first
-process: it forks the monitor, writes the conmon pid file and exits. The server relays that exit
-status (`X code`). The monitor is the first process's child, so it is orphaned at once and
+process: it forks the monitor, writes the conmon pid file, answers `X 0` (or `X code` when it fails
+before) and exits. The monitor is the first process's child, so it is orphaned at once and
 reparented to init (systemd, where it runs), which reaps it and sees the container's status as
 before; it never depends on the server, which can be killed at any time.
+
+Tried and not kept (bench/README.md): one fork instead of two, clone(2) with CLONE_PARENT so that
+the monitor is born a child of the server's parent. It worked (the whole forked suite and the
+systemd tests passed) but bought nothing: copy-on-write never charges a page twice, and with one
+fork or two the monitor ends up with one copy of each page that it or its first process wrote.
 
 What a forked monitor still costs is copy-on-write: CPython 3.11 writes the refcount of every object
 it touches, so each function, code object and constant a monitor uses copies its 4 kB page, and so
