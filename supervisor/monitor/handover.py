@@ -272,7 +272,10 @@ def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> 
     return reply
 
 
-def first_process(conn: socket.socket, token: bytes, own: Context) -> int:
+def first_process(conn: socket.socket, token: bytes, own: Context, server: int) -> int:
+    """In the server's child (`server`: its pid). Answers the launcher itself: `F reason` (refused),
+    `S` (taken over), then `X code` once main.run has forked the monitor and written its pid, or has
+    failed before that."""
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     got = _read_request(conn)
@@ -282,6 +285,8 @@ def first_process(conn: socket.socket, token: bytes, own: Context) -> int:
     reply = _prepared(req, peer, uid, token, own)
     if reply[:1] != b"\0":  # refused, or the child died before it could say
         send(conn, b"F " + (reply[1:] or b"checking the launcher failed"))
+        if reply[:1] == bytes([STALE]):
+            _stop_if_stale(token, server)
         return reply[0] if reply else 1
     conn.settimeout(None)
     conn = place_fds(req, conn)
@@ -293,16 +298,34 @@ def first_process(conn: socket.socket, token: bytes, own: Context) -> int:
 
     set_identity(req.argv)
     send(conn, b"S")
-    conn.close()
+    launcher = conn.detach()  # main.run answers `X 0` on it, and closes it in the monitor
+    me = os.getpid()
     sys.argv[1:] = req.argv
     gc.enable()
     try:
-        return run(req.argv)
+        code = run(req.argv, launcher)
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
+        code = e.code if isinstance(e.code, int) else 1
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+    if os.getpid() == me:  # still the first process: it failed before forking the monitor
+        try:
+            os.write(launcher, b"X %d\n" % code)
+        except OSError:
+            pass
+    return code
+
+
+def _stop_if_stale(token: bytes, server: int) -> None:
+    """The launcher is of another install: if ours changed on disk, the server is the old one and
+    makes way (SIGTERM: it stops listening and exits; a new one serves the next launcher)."""
+    try:
+        stale = launch.install_token() != token
+    except OSError:
+        stale = True
+    if stale and os.getppid() == server:  # still our parent: that pid is the server's
+        os.kill(server, signal.SIGTERM)

@@ -106,14 +106,16 @@ def served(argv: list[str], mode: str) -> int | None:
 
 
 def _await(sock: _socket.socket) -> int | None:
-    """Server replies, one line each: `S` the monitor has taken over (from here on it owns the
-    start pipe), `F reason` refused (nothing was touched), `X code` the first process's status."""
+    """The first process's replies (the server forks it and is out of it), one line each: `S` it has
+    taken over (from here on it owns the start pipe), `F reason` refused (nothing was touched),
+    `X code` its status, once it has forked the monitor and written the conmon pid file."""
     buf = b""
     started = False
     while True:
         data = sock.recv(256)
         if not data:
-            # the server died: once started, the monitor runs on without it
+            # before `S`: nothing was taken over, run here. After: the first process died before
+            # saying how it went (the server is no party by then); the sync pipe tells podman
             return 0 if started else None
         buf += data
         while b"\n" in buf:

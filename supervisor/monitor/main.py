@@ -69,10 +69,12 @@ def _wait_for_start(opts: Options, start_fd: int | None) -> int | None:
     return None
 
 
-def _fork_monitor(opts: Options) -> None:
+def _fork_monitor(opts: Options, launcher: int) -> None:
     """The first process writes the monitor's pid for podman and exits; the monitor returns."""
     pid = os.fork()
     if pid == 0:
+        if launcher >= 0:
+            os.close(launcher)
         return
     if opts.conmon_pidfile:
         try:
@@ -80,11 +82,19 @@ def _fork_monitor(opts: Options) -> None:
         except OSError as e:
             os.kill(pid, signal.SIGKILL)
             die(f"Failed to write conmon pidfile {opts.conmon_pidfile}: {strerror(e)}")
+    if launcher >= 0:  # the status launch.py exits with, as conmon's first process exits 0 here
+        try:
+            os.write(launcher, b"X 0\n")
+        except OSError:
+            pass
     os._exit(0)
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], launcher: int = -1) -> int:
+    """`launcher`: a first process forked by the fork server has its launcher's connection here
+    (handover.py), answered once the monitor is forked."""
     inherited = open_fds()  # before we open anything: closed at exit (podman's port fds)
+    inherited.discard(launcher)
     opts = parse(argv)
     sync_fd = _env_fd("_OCI_SYNCPIPE")
     start_fd = _env_fd("_OCI_STARTPIPE")
@@ -100,7 +110,7 @@ def run(argv: list[str]) -> int:
         inherited.discard(start_fd)
     start_fd = _wait_for_start(opts, start_fd)
     if not opts.sync:
-        _fork_monitor(opts)
+        _fork_monitor(opts, launcher)
     # fds we manage ourselves; the start fd's number may be reused once we close it
     inherited.difference_update({0, 1, 2, sync_fd, start_fd, attach_pipe})
     try:

@@ -6,16 +6,25 @@ each container costs only what its monitor dirties: the garbage collector is fro
 fork so that it never walks, and so copies, the server's objects, and everything a monitor may need
 is imported and warmed up here first (warmup.py), never after the fork.
 
-Per request (handover.py): the peer must be root (SO_PEERCRED), run this install's interpreter,
-sit in the same namespaces and root with the same capabilities, seccomp and no_new_privs (else its
-monitor would escape limits podman runs under), and send this install's token; anything else is
-refused (`F`) and the launcher runs the monitor itself. Then the forked first process takes the
+Per request the server accepts, freezes the collector, forks and closes its copy of the
+connection: nothing else, and it keeps nothing (SIGCHLD is ignored, the kernel reaps the children),
+because every page it writes between two forks stays, as a private copy, in each monitor forked
+before. The forked first process does the rest (handover.py): the peer must be root (SO_PEERCRED),
+run this install's interpreter, sit in the same namespaces and root with the same capabilities,
+seccomp and no_new_privs (else its monitor would escape limits podman runs under), and send this
+install's token; anything else is refused (`F`) and the launcher runs the monitor itself (a token
+of a newer install on disk: the first process tells the server to go, SIGTERM). Then it takes the
 launcher's fds (at the same numbers), environment, cwd, umask and rlimits, waits for podman's start
 byte, joins the launcher's cgroups, says `S`, and runs main.run like a directly started first
-process: it forks the monitor, writes the conmon pid file and exits. The server relays that exit
-status (`X code`). The monitor is the first process's child, so it is orphaned at once and
+process: it forks the monitor, writes the conmon pid file, answers `X 0` (or `X code` when it fails
+before) and exits. The monitor is the first process's child, so it is orphaned at once and
 reparented to init (systemd, where it runs), which reaps it and sees the container's status as
 before; it never depends on the server, which can be killed at any time.
+
+Tried and not kept (bench/README.md): one fork instead of two, clone(2) with CLONE_PARENT so that
+the monitor is born a child of the server's parent. It worked (the whole forked suite and the
+systemd tests passed) but bought nothing: copy-on-write never charges a page twice, and with one
+fork or two the monitor ends up with one copy of each page that it or its first process wrote.
 
 What a forked monitor still costs is copy-on-write: CPython 3.11 writes the refcount of every object
 it touches, so each function, code object and constant a monitor uses copies its 4 kB page, and so
@@ -29,7 +38,6 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
-import select
 import signal
 import socket
 import stat
@@ -48,53 +56,34 @@ class Server:
         self.activated = activated
         self.own = own
         self.token = launch.install_token()
-        self.poll = select.poll()
-        self.poll.register(listener.fileno(), select.POLLIN)
-        self.children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, launcher)
+        self.pid = os.getpid()
         self.running = True
         self.inode = 0 if activated else os.stat(path).st_ino  # ours to remove at the end
 
     def serve(self) -> None:
-        while self.running or self.children:
+        """Accept and fork, nothing else: every page the server writes between two forks stays, as
+        a private copy, in each monitor forked before (measured ~45 kB per monitor when the server
+        also polled, kept each child's pidfd and connection, reaped it and relayed its status).
+        The first process answers its launcher itself, and the kernel reaps it (SIGCHLD ignored)."""
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        # _socket.socket._accept: (fd, address), no socket object made here per request
+        accept = self.listener._accept  # type: ignore[attr-defined]
+        while True:
             try:
-                events = self.poll.poll()
+                fd, _ = accept()
             except InterruptedError:
                 continue
-            for fd, _ in events:
-                if fd == self.listener.fileno():
-                    self._accept()
-                else:
-                    self._reap(fd)
+            gc.freeze()  # the child's collections never touch (copy) what exists now
+            if os.fork() == 0:
+                self._child(fd)
+            os.close(fd)
 
-    def _accept(self) -> None:
-        """Fork at once: every object the server touches after a fork stays, as a private copy,
-        in every monitor forked before it, so reading and checking the request is the child's."""
-        try:
-            conn, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        gc.freeze()  # the child's collections never touch (copy) what exists now
-        pid = os.fork()
-        if pid == 0:
-            self._child(conn)
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:  # no pidfds: the first process lives for milliseconds, wait for it
-            _, status = os.waitpid(pid, 0)
-            self._done(conn, status)
-            return
-        self.children[pidfd] = (pid, conn)
-        self.poll.register(pidfd, select.POLLIN)
-
-    def _child(self, conn: socket.socket) -> None:
+    def _child(self, fd: int) -> None:
         code = 1
         try:
             self.listener.detach()
-            for _, other in self.children.values():
-                other.detach()
-            code = handover.first_process(conn, self.token, self.own)
+            conn = socket.socket(fileno=fd)
+            code = handover.first_process(conn, self.token, self.own, self.pid)
         except BaseException as e:
             import traceback
 
@@ -106,30 +95,10 @@ class Server:
         finally:
             os._exit(code)
 
-    def _done(self, conn: socket.socket, status: int) -> None:
-        code = _code(status)
-        if code == handover.STALE:
-            try:
-                stale = launch.install_token() != self.token
-            except OSError:
-                stale = True
-            if stale:  # we were upgraded on disk: make way for a server of the new install
-                self.stop()
-        handover.send(conn, b"X %d" % code)  # ignored by a launcher that was refused
-        conn.close()
-
-    def _reap(self, pidfd: int) -> None:
-        pid, conn = self.children.pop(pidfd)
-        self.poll.unregister(pidfd)
-        os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
-        self._done(conn, status)
-
     def stop(self) -> None:
         if not self.running:
             return
         self.running = False
-        self.poll.unregister(self.listener.fileno())
         if not self.activated:
             try:
                 if os.stat(self.path).st_ino == self.inode:
@@ -137,12 +106,6 @@ class Server:
             except OSError:
                 pass
         self.listener.close()
-
-
-def _code(status: int) -> int:
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else 1
 
 
 def _activated() -> socket.socket | None:
@@ -211,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     if made is None:
         return 0
     listener, activated = made
-    listener.setblocking(False)
+    listener.setblocking(True)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     set_identity(["--fork-server", path])
     own = handover.context("self")
     warmup.plain_signals()
     warmup.warm_up(own)
     warmup.fill_free_blocks()
+    for stream in (sys.stdout, sys.stderr):  # nothing is written to them from here on
+        stream.flush()
     gc.freeze()
     server = Server(listener, path, activated, own)
     try:

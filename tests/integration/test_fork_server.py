@@ -123,6 +123,10 @@ def test_forked_monitor_sits_where_a_direct_one_does(
         assert _cgroups(mon) != _cgroups(server[0])
         stat = Path(f"/proc/{mon}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[1]) != server[0], "the monitor must not be the server's child"
+        # the server keeps nothing per container: its first processes are gone, reaped by the
+        # kernel (SIGCHLD ignored), no zombie left for it to wait for
+        children = Path(f"/proc/{server[0]}/task/{server[0]}/children")
+        wait_until(lambda: not children.read_text().split(), what="the server's children to go")
         assert Path(f"/proc/{mon}/comm").read_text().strip() == "podvisor-conmon"
         cid = forked.inspect("where-f", "{{.Id}}")
         title = Path(f"/proc/{mon}/cmdline").read_bytes().decode()
@@ -192,6 +196,27 @@ def test_server_refuses_strangers(podvisor: str, private_socket: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert not private_socket.exists(), "a stopped on-demand server removes its socket"
+
+
+def test_a_server_upgraded_on_disk_makes_way(podvisor: str, private_socket: Path) -> None:
+    """After an upgrade the old server refuses the new launcher (which then runs directly), and its
+    first process tells it to go: it exits and removes its socket, for a new server to take over."""
+    proc = _start_server(podvisor, private_socket)
+    python = str(Path(podvisor).parent / "python3")
+    main_py = Path(subprocess.run([python, "-I", "-c", "import supervisor.monitor.main as m; "
+                                   "print(m.__file__)"], cwd="/", capture_output=True, text=True,
+                                  check=True).stdout.strip())
+    st = main_py.stat()
+    try:
+        os.utime(main_py, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "reinstalled"
+        assert _ask(private_socket, token=_installed_token(podvisor)) == "F install token differs"
+        assert proc.wait(timeout=30) == 0
+        assert not private_socket.exists()
+    finally:
+        os.utime(main_py, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_launcher_runs_directly_when_the_server_socket_is_unsafe(
