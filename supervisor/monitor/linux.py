@@ -48,9 +48,10 @@ def release_free_memory() -> None:
 
 def set_oom_score_adj(value: int) -> None:
     """Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts don't grant."""
+    from .files import write_small
+
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
+        write_small("/proc/self/oom_score_adj", b"%d" % value)
     except OSError:
         pass
 

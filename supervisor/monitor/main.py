@@ -16,7 +16,7 @@ from . import syncpipe
 from .cli import Options, parse
 from .container_io import ContainerIO
 from .errors import die, enable_syslog, report_exception, strerror, warn
-from .files import write_atomic
+from .files import read_small, write_atomic
 from .linux import set_child_subreaper, set_oom_score_adj
 from .logs import LogSinks, open_drivers
 from .loop import READ, Loop
@@ -260,8 +260,7 @@ class Monitor:
         if opts.terminal and not self.io.has_terminal:
             return b"Runtime did not set up terminal"
         try:
-            with open(opts.container_pidfile) as f:
-                pid = int(f.read().strip())
+            pid = int(read_small(opts.container_pidfile).strip())
         except (OSError, ValueError) as e:
             return f"Failed to read the container pid from {opts.container_pidfile}: {e}".encode()
         self.children.set_container(pid)
