@@ -4,6 +4,16 @@ from __future__ import annotations
 import os
 
 
+def getenv(name: str) -> str | None:
+    """os.environ.get without os.environ's Python layers (Mapping.get, __getitem__, the key and
+    value codecs), whose functions and constants every forked monitor would copy."""
+    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes
+    if not isinstance(data, dict):
+        return os.environ.get(name)
+    value = data.get(name.encode())
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
 def open_fds() -> set[int]:
     fds = set()
     for name in os.listdir("/proc/self/fd"):
