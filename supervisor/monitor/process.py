@@ -1,6 +1,7 @@
 """Process bookkeeping: inherited fds, exit statuses, zombies."""
 from __future__ import annotations
 
+import fcntl
 import os
 
 
@@ -24,7 +25,7 @@ def open_fds() -> set[int]:
 
 def _valid(fd: int) -> bool:
     try:
-        os.fstat(fd)
+        fcntl.fcntl(fd, fcntl.F_GETFD)  # no stat_result made, unlike os.fstat
         return True
     except OSError:
         return False
