@@ -4,6 +4,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from .files import write_small
+
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
@@ -48,8 +50,6 @@ def release_free_memory() -> None:
 
 def set_oom_score_adj(value: int) -> None:
     """Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts don't grant."""
-    from .files import write_small
-
     try:
         write_small("/proc/self/oom_score_adj", b"%d" % value)
     except OSError:
