@@ -394,6 +394,8 @@ def analyse(mon: Mem, snap: Mem, objs: Objects, syms: tuple[list[int], list[tupl
             tally["other"][key] += kb
             tally["owner"]["(not a dumped object)"] += kb
 
+    freed = _freed(mon, objs)
+
     def topn(d: dict[Any, int]) -> list[tuple[Any, int]]:
         return sorted(d.items(), key=lambda kv: -kv[1])[:top]
     return {
@@ -415,7 +417,21 @@ def analyse(mon: Mem, snap: Mem, objs: Objects, syms: tuple[list[int], list[tupl
         "new_objects_by_type": dict(sorted(new_types.items(), key=lambda kv: -kv[1])[:top]),
         "new_strings_sample": new_strs[:top],
         "dump_dropped": objs.dropped,
+        "server_objects_freed": len(freed),
+        "freed_by_type": collections.Counter(r[3] for r in freed).most_common(top),
+        "freed_sample": [f"{r[3]} {r[5]} {r[6]}"[:90] for r in freed[:top]],
     }
+
+
+def _freed(mon: Mem, objs: Objects) -> list[list[Any]]:
+    """The server's objects that the monitor or its first process freed: their type pointer is
+    gone (the block is on a free list, or holds a new object). Each free writes the object's
+    page, and the allocator then serves the next objects of that size from the freed blocks."""
+    out = []
+    for _, _, rec in objs.spans:
+        if rec[4] and mon.word(rec[0] + 8) not in (rec[4], None):
+            out.append(rec)
+    return out
 
 
 def _scan_new(pg: dict[str, Any], data: bytes, objs: Objects, pools: dict[int, int],
@@ -485,6 +501,8 @@ def report(res: dict[str, Any]) -> None:
     print("new object-allocator pools by block size:", res["new_pools_by_block_size"])
     print("objects found on new pages by type:", res["new_objects_by_type"])
     print("strings on new pages (sample):", res["new_strings_sample"])
+    print(f"server objects freed: {res['server_objects_freed']}, by type: {res['freed_by_type']}")
+    print("freed (sample):", res["freed_sample"])
 
 
 def main() -> int:

@@ -42,6 +42,16 @@ def write_small(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def remove_stale(dir_fd: int, name: str) -> None:
+    """Unlink `name` if it is there: looked up first, as the usual FileNotFoundError would make
+    an exception and its traceback in every monitor, and copy their types' pages."""
+    if os.access(name, os.F_OK, dir_fd=dir_fd, follow_symlinks=False):
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+
+
 def touch(path: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     os.close(fd)
