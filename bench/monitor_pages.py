@@ -44,129 +44,6 @@ PAGE = mmap.PAGESIZE
 POOL_OVERHEAD = 48  # CPython 3.11 pymalloc pool header on 64-bit
 
 
-# ---- in the server's dumper child (pages_hook.py) -------------------------------------------
-
-def _label(o: object) -> str:
-    t = type(o)
-    try:
-        if t in (str, bytes, int, float, bool, type(None), complex):
-            return repr(o)[:60]
-        if t is tuple:
-            return f"tuple[{len(o)}] " + repr(o[:2])[:40]  # type: ignore[index, arg-type]
-        if t.__name__ == "function":
-            return f"function {o.__module__}.{o.__qualname__}"  # type: ignore[attr-defined]
-        if t.__name__ == "code":
-            c: Any = o
-            return f"code {c.co_qualname} {os.path.basename(c.co_filename)}:{c.co_firstlineno}"
-        if isinstance(o, type):
-            return f"class {o.__module__}.{o.__qualname__}"
-        if t.__name__ == "module":
-            return f"module {o.__name__}"  # type: ignore[attr-defined]
-        if t.__name__ in ("builtin_function_or_method", "method_descriptor", "wrapper_descriptor",
-                          "getset_descriptor", "member_descriptor", "classmethod_descriptor",
-                          "method-wrapper", "cell", "property", "staticmethod", "classmethod"):
-            return repr(o)[:70]
-    except Exception:
-        pass
-    return ""
-
-
-def _buffers(o: object, ctypes: Any) -> list[tuple[int, int, str]]:
-    """Out-of-object memory a dict or list owns: (address, size, what)."""
-    t = type(o)
-    word = ctypes.c_ssize_t
-    try:
-        if isinstance(o, dict):
-            keys = word.from_address(id(o) + 32).value
-            if keys:
-                log2_size, log2_index, kind = struct.unpack("BBB", ctypes.string_at(keys + 8, 3))
-                size = 32 + (1 << log2_index) + ((2 << log2_size) // 3) * (24 if kind == 0 else 16)
-                return [(keys, size, "dict keys")]
-        elif t is list:
-            items = word.from_address(id(o) + 24).value
-            allocated = word.from_address(id(o) + 32).value
-            if items and allocated > 0:
-                return [(items, allocated * 8, "list items")]
-    except Exception:
-        pass
-    return []
-
-
-def _children(o: object, gc: Any) -> list[object]:
-    if type(o).__name__ == "code":
-        c: Any = o
-        return [c.co_consts, c.co_names, c.co_filename, c.co_name, c.co_qualname, c.co_linetable,
-                c.co_exceptiontable, *c.co_varnames, *c.co_cellvars, *c.co_freevars]
-    return list(gc.get_referents(o))
-
-
-def _natural_owner(o: object) -> str | None:
-    t = type(o).__name__
-    try:
-        if t == "module":
-            return str(o.__name__)  # type: ignore[attr-defined]
-        if t == "function" or isinstance(o, type):
-            return str(o.__module__)
-    except Exception:
-        pass
-    return None
-
-
-def dump_objects(out: str, snapshot: int, roots: list[object], modules: dict[str, object]) -> None:
-    """Every object reachable from `roots` (the server's gc.get_objects() and sys.modules, taken
-    before this module was imported): one JSON line each, owners by breadth-first search from the
-    modules, functions and classes (a referent belongs to the first owner that reaches it)."""
-    import ctypes
-    import gc
-
-    ids: dict[int, object] = {}
-    owner: dict[int, str] = {}
-    parent: dict[int, int] = {}
-    queue: collections.deque[object] = collections.deque()
-    skip = {id(roots), id(modules), id(sys.modules)}
-    for o in [*modules.values(), *roots]:
-        if id(o) in skip or id(o) in ids:
-            continue
-        ids[id(o)] = o
-        name = _natural_owner(o)
-        if name is not None:
-            owner[id(o)] = name
-        queue.append(o)
-    rest = [o for o in queue if id(o) not in owner]
-    queue = collections.deque([o for o in queue if id(o) in owner] + rest)
-    while queue:
-        o = queue.popleft()
-        for c in _children(o, gc):
-            if id(c) in skip or type(c).__name__ == "frame":
-                continue
-            if id(c) not in ids:
-                ids[id(c)] = c
-                parent[id(c)] = id(o)
-                queue.append(c)
-            if id(c) not in owner and id(o) in owner:
-                owner[id(c)] = owner[id(o)]
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps({"snapshot": snapshot, "server": os.getppid()}) + "\n")
-        for i, o in ids.items():
-            t = type(o)
-            size = sys.getsizeof(o, 16)
-            try:
-                is_gc = size - t.__sizeof__(o) == 16  # getsizeof adds the GC header's 16 bytes
-            except Exception:
-                is_gc = False
-            label = _label(o)
-            if not label and i in parent:
-                p = ids[parent[i]]
-                label = f"in {_label(p) or type(p).__name__}"[:80]
-            rec = [i, size, int(is_gc), t.__name__, id(t), owner.get(i, "?"), label]
-            f.write(json.dumps(rec) + "\n")
-            for addr, size, what in _buffers(o, ctypes):
-                of = f"{what} of {label or t.__name__}"[:80]
-                f.write(json.dumps([addr, size, 0, what, 0, owner.get(i, "?"), of]) + "\n")
-    os.rename(tmp, out)
-
-
 # ---- memory of other processes (as root) ----------------------------------------------------
 
 class Mem:
@@ -336,11 +213,9 @@ def _cause(addr: int, asym: str, name: str, objs: Objects,
     return f"no known object ({name})", "other"
 
 
-def analyse(mon: Mem, snap: Mem, objs: Objects, syms: tuple[list[int], list[tuple[int, str]]],
-            faults: tuple[dict[int, Fault], dict[int, Fault]], top: int) -> dict[str, Any]:
-    """Each private page is put on the monitor's first write to it, else (a page only the first
-    process wrote, before forking the monitor) on the first process's."""
-    by_monitor, by_first = faults
+def private_pages(mon: Mem, snap: Mem) -> list[dict[str, Any]]:
+    """The monitor's pages no other process maps, each marked copied (the snapshot of the server
+    has a page there) or new."""
     pages: list[dict[str, Any]] = []
     for lo, hi, _, name in mon.maps:
         pf = mon.pfns(lo, hi)
@@ -349,73 +224,89 @@ def analyse(mon: Mem, snap: Mem, objs: Objects, syms: tuple[list[int], list[tupl
         for k, p in enumerate(pf):
             if p and counts.get(p) == 1:
                 pages.append({"addr": lo + k * PAGE, "map": name, "copied": bool(spf[k])})
-    by_map: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    tally: dict[str, dict[Any, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
-    tally |= {k: collections.defaultdict(int) for k in (
-        "owner", "type", "kind", "who", "function", "object", "other", "object monitor",
-        "object first process", "object monitor (the first process wrote it too)")}
-    kinds_of: dict[Any, set[str]] = collections.defaultdict(set)
-    new_pools: dict[int, int] = collections.defaultdict(int)
-    new_types: dict[str, int] = collections.defaultdict(int)
-    new_strs: list[str] = []
-    unchanged = 0
-    kb = PAGE // 1024
-    for pg in pages:
-        a = pg["addr"]
-        by_map[pg["map"]][0 if pg["copied"] else 1] += kb
-        mine = mon.page(a)
-        if mine is not None and not pg["copied"]:
-            _scan_new(pg, mine, objs, new_pools, new_types, new_strs)
-        elif mine is not None and mine == snap.page(a):
-            unchanged += 1  # written and restored: a refcount up and down again
-        fault = by_monitor.get(a) or by_first.get(a)
+    return pages
+
+
+WHO = ("first process", "monitor", "monitor (the first process wrote it too)")
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.kb: dict[str, dict[Any, int]] = collections.defaultdict(
+            lambda: collections.defaultdict(int))
+        self.by_map: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+        self.kinds_of: dict[Any, set[str]] = collections.defaultdict(set)
+        self.new_pools: dict[int, int] = collections.defaultdict(int)
+        self.new_types: dict[str, int] = collections.defaultdict(int)
+        self.new_strs: list[str] = []
+        self.unchanged = 0
+
+    def page(self, pg: dict[str, Any], fault: Fault | None, also_first: bool, objs: Objects,
+             syms: tuple[list[int], list[tuple[int, str]]]) -> None:
+        """Put one private page on the object (or symbol) its first write fault hit."""
+        kb = PAGE // 1024
         if fault is None:
-            key, kind, who, fn = f"no fault recorded ({pg['map']})", "other", "?", "?"
+            key, kind, who, fn, addr = f"no fault recorded ({pg['map']})", "other", "?", "?", 0
         else:
             who, addr, asym, fn = fault
             key, kind = _cause(addr, asym, pg["map"], objs, syms)
-            if who == "monitor" and a in by_first:
-                who = "monitor (the first process wrote it too)"
+            if who == "monitor" and also_first:
+                who = WHO[2]
         if not pg["copied"]:
             kind = "new page: " + kind
-        tally["kind"][kind] += kb
         label = objs.by_id[key][3] if isinstance(key, int) else key
-        tally["map " + pg["map"]][f"{label}: {kind}"] += kb
-        tally["who"][who] += kb
-        tally["function"][fn] += kb
+        for table, k in (("kind", kind), ("map " + pg["map"], f"{label}: {kind}"), ("who", who),
+                         ("function", fn)):
+            self.kb[table][k] += kb
         if isinstance(key, int):
             rec = objs.by_id[key]
-            tally["object"][key] += kb
-            tally["object " + who][key] += kb
-            tally["owner"][rec[5]] += kb
-            tally["type"][rec[3]] += kb
-            kinds_of[key].add(f"{kind} +{addr - key} in {fn}" if fault else kind)
+            for table, k in (("object", key), ("object " + who, key), ("owner", rec[5]),
+                             ("type", rec[3])):
+                self.kb[table][k] += kb
+            self.kinds_of[key].add(f"{kind} +{addr - key} in {fn}" if fault else kind)
         else:
-            tally["other"][key] += kb
-            tally["owner"]["(not a dumped object)"] += kb
+            self.kb["other"][key] += kb
+            self.kb["owner"]["(not a dumped object)"] += kb
 
-    freed = _freed(mon, objs)
 
+def analyse(mon: Mem, snap: Mem, objs: Objects, syms: tuple[list[int], list[tuple[int, str]]],
+            faults: tuple[dict[int, Fault], dict[int, Fault]], top: int) -> dict[str, Any]:
+    """Each private page is put on the monitor's first write to it, else (a page only the first
+    process wrote, before forking the monitor) on the first process's."""
+    by_monitor, by_first = faults
+    t = Tally()
+    for pg in private_pages(mon, snap):
+        a = pg["addr"]
+        t.by_map[pg["map"]][0 if pg["copied"] else 1] += PAGE // 1024
+        mine = mon.page(a)
+        if mine is not None and not pg["copied"]:
+            _scan_new(pg, mine, objs, t.new_pools, t.new_types, t.new_strs)
+        elif mine is not None and mine == snap.page(a):
+            t.unchanged += 1  # written and restored: a refcount up and down again
+        t.page(pg, by_monitor.get(a) or by_first.get(a), a in by_first, objs, syms)
+    return _summary(t, objs, _freed(mon, objs), top)
+
+
+def _summary(t: Tally, objs: Objects, freed: list[list[Any]], top: int) -> dict[str, Any]:
     def topn(d: dict[Any, int]) -> list[tuple[Any, int]]:
         return sorted(d.items(), key=lambda kv: -kv[1])[:top]
     return {
-        "private_kb": sum(v[0] + v[1] for v in by_map.values()),
-        "by_mapping_kb": {k: {"copied": v[0], "new": v[1], "causes": topn(tally["map " + k])[:8]}
-                          for k, v in sorted(by_map.items(), key=lambda kv: -sum(kv[1]))},
-        "copied_unchanged_pages": unchanged,
-        "by_who_kb": topn(tally["who"]),
-        "by_owner_kb": topn(tally["owner"]),
-        "by_type_kb": topn(tally["type"]),
-        "by_write_kb": topn(tally["kind"]),
-        "by_faulting_function_kb": topn(tally["function"]),
-        "not_objects_kb": topn(tally["other"]),
+        "private_kb": sum(v[0] + v[1] for v in t.by_map.values()),
+        "by_mapping_kb": {k: {"copied": v[0], "new": v[1], "causes": topn(t.kb["map " + k])[:8]}
+                          for k, v in sorted(t.by_map.items(), key=lambda kv: -sum(kv[1]))},
+        "copied_unchanged_pages": t.unchanged,
+        "by_who_kb": topn(t.kb["who"]),
+        "by_owner_kb": topn(t.kb["owner"]),
+        "by_type_kb": topn(t.kb["type"]),
+        "by_write_kb": topn(t.kb["kind"]),
+        "by_faulting_function_kb": topn(t.kb["function"]),
+        "not_objects_kb": topn(t.kb["other"]),
         "top_objects_kb": {who: [(v, objs.by_id[k][3], objs.by_id[k][5], objs.by_id[k][6],
-                                  sorted(kinds_of[k])) for k, v in topn(tally["object " + who])]
-                           for who in ("first process", "monitor",
-                                       "monitor (the first process wrote it too)")},
-        "new_pools_by_block_size": dict(sorted(new_pools.items())),
-        "new_objects_by_type": dict(sorted(new_types.items(), key=lambda kv: -kv[1])[:top]),
-        "new_strings_sample": new_strs[:top],
+                                  sorted(t.kinds_of[k])) for k, v in topn(t.kb["object " + who])]
+                           for who in WHO},
+        "new_pools_by_block_size": dict(sorted(t.new_pools.items())),
+        "new_objects_by_type": dict(sorted(t.new_types.items(), key=lambda kv: -kv[1])[:top]),
+        "new_strings_sample": t.new_strs[:top],
         "dump_dropped": objs.dropped,
         "server_objects_freed": len(freed),
         "freed_by_type": collections.Counter(r[3] for r in freed).most_common(top),
@@ -505,6 +396,40 @@ def report(res: dict[str, Any]) -> None:
     print("freed (sample):", res["freed_sample"])
 
 
+def measure(env: Any, image: str, python: str, base: Path, args: argparse.Namespace,
+            procs: dict[str, Any]) -> dict[str, Any]:
+    """Start the hooked server, N idle containers under perf, and analyse the first monitor.
+    `procs` gets what the caller must stop: the server, its snapshot child, perf."""
+    sock = base / "fork-server" / "conmon.sock"
+    dump = base / "objects.jsonl"
+    procs["server"] = server = start_server(python, sock, dump)
+    procs["snapshot"] = json.loads(dump.read_text().split("\n", 1)[0])["snapshot"]
+    data = str(base / "faults.data")
+    procs["perf"] = perf = subprocess.Popen(
+        ["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d", "-p", str(server.pid),
+         "-o", data], stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # perf attaches
+    pids = []
+    for _ in range(args.containers):
+        cid = env.run("run", "-d", "--network", "none", image, "sleep", "1000").stdout.strip()
+        pids.append(int(env.inspect(cid, "{{.State.ConmonPid}}")))
+    time.sleep(1.0)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=60)
+    by_monitor, by_first, _ = read_faults(data, pids[0])
+    mon, snap = Mem(pids[0]), Mem(procs["snapshot"])
+    try:
+        objs = Objects(str(dump), snap)
+        res = analyse(mon, snap, objs, static_symbols(os.path.realpath(python)),
+                      (by_monitor, by_first), args.top)
+    finally:
+        mon.close()
+        snap.close()
+    res["uss_kb"] = [uss_kb(p) for p in pids]
+    res["objects_dumped"] = len(objs.spans)
+    return res
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--containers", type=int, default=3)
@@ -522,57 +447,40 @@ def main() -> int:
     from supervisor.lab.testenv import ensure_busybox_image, make_env
 
     monitor = str(Path(args.monitor or default_monitor()).absolute())
-    python = str(Path(monitor).parent / "python3")
     base = Path(tempfile.mkdtemp(prefix="pvp-", dir=args.base))
-    sock = base / "fork-server" / "conmon.sock"
     env = make_env(base / "forked", monitor, root=base / "root", runroot=base / "run",
-                   tmpdir=base / "tmp", conmon_env={"PODVISOR_CONMON_SERVER": "only",
-                                                    "PODVISOR_CONMON_SOCKET": str(sock)})
-    server = None
-    snapshot = 0
+                   tmpdir=base / "tmp", conmon_env={
+                       "PODVISOR_CONMON_SERVER": "only",
+                       "PODVISOR_CONMON_SOCKET": str(base / "fork-server" / "conmon.sock")})
+    procs: dict[str, Any] = {}
     try:
         image = ensure_busybox_image(env)
-        dump = base / "objects.jsonl"
-        server = start_server(python, sock, dump)
-        snapshot = json.loads(dump.read_text().split("\n", 1)[0])["snapshot"]
-        data = str(base / "faults.data")
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d",
-                                 "-p", str(server.pid), "-o", data], stdout=subprocess.DEVNULL)
-        time.sleep(1.0)  # perf attaches
-        pids = []
-        for _ in range(args.containers):
-            cid = env.run("run", "-d", "--network", "none", image, "sleep", "1000").stdout.strip()
-            pids.append(int(env.inspect(cid, "{{.State.ConmonPid}}")))
-        time.sleep(1.0)
-        perf.send_signal(signal.SIGINT)
-        perf.wait(timeout=60)
-        by_monitor, by_first, _ = read_faults(data, pids[0])
-        mon, snap = Mem(pids[0]), Mem(snapshot)
-        objs = Objects(str(dump), snap)
-        res = analyse(mon, snap, objs, static_symbols(os.path.realpath(python)),
-                      (by_monitor, by_first), args.top)
-        res["uss_kb"] = [uss_kb(p) for p in pids]
-        res["objects_dumped"] = len(objs.spans)
-        mon.close()
-        snap.close()
+        res = measure(env, image, str(Path(monitor).parent / "python3"), base, args, procs)
         report(res)
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     finally:
-        if snapshot:
-            try:
-                os.kill(snapshot, 9)
-            except ProcessLookupError:
-                pass
+        _stop(procs)
         try:
             env.remove_all()
         finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+            if procs.get("server") is not None:
+                procs["server"].terminate()
+                procs["server"].wait(timeout=30)
             env.cleanup(storage=True)
             subprocess.run(["rm", "-rf", str(base)])
     return 0
+
+
+def _stop(procs: dict[str, Any]) -> None:
+    if procs.get("perf") is not None and procs["perf"].poll() is None:
+        procs["perf"].send_signal(signal.SIGINT)
+        procs["perf"].wait(timeout=60)
+    if procs.get("snapshot"):
+        try:
+            os.kill(procs["snapshot"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 if __name__ == "__main__":

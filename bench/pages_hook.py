@@ -3,7 +3,7 @@
 Right before the server starts serving it forks two children off its memory as it is then:
 a snapshot, which only sleeps (its pages are the server's pages at that moment, to diff a
 monitor's copies against), and a dumper, which writes every object it can reach with its
-address and size (monitor_pages.dump_objects) and exits. The server itself allocates nothing
+address and size (pages_dump.py) and exits. The server itself allocates nothing
 for them, so its monitors' layout stays as in a normal run.
 """
 from __future__ import annotations
@@ -34,9 +34,9 @@ def install(bench_dir: str, out: str) -> None:
                 roots = gc.get_objects()  # before anything new is made here
                 modules = dict(sys.modules)
                 sys.path.insert(0, bench_dir)
-                import monitor_pages
+                import pages_dump
 
-                monitor_pages.dump_objects(out, snapshot, roots, modules)
+                pages_dump.dump_objects(out, snapshot, roots, modules)
                 code = 0
             finally:
                 os._exit(code)
