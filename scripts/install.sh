@@ -23,6 +23,7 @@ PACKAGES=(
                                          # the sandbox; D-Bus for pystemd and cgroup_manager=systemd
     util-linux procps                    # nsenter, setpriv, mount (sandbox, tests); pgrep
     iproute2                             # tests: ss (who listens on a socket-activated port)
+    linux-perf binutils                  # bench/monitor_pages.py: perf (page faults), nm (symbols)
     busybox-static                       # the test image's only binary
     nginx-light                          # the example pod's web server (copied into its image)
     tmux curl                            # tests: terminals (run -it, attach, exec -it); HTTP

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .errors import warn
+from .files import remove_stale
 from .loop import READ, WRITE, Loop
 
 _HUP = select.EPOLLHUP
@@ -121,10 +122,7 @@ class AttachServer:
         self.clients: dict[int, Client] = {}
         self.input_enabled = True
         self.path = f"/proc/self/fd/{bundle_fd}/attach"
-        try:
-            os.unlink("attach", dir_fd=bundle_fd)  # a stale socket, or anything planted there
-        except FileNotFoundError:
-            pass
+        remove_stale(bundle_fd, "attach")  # a stale socket, or anything planted there
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC
                                       | socket.SOCK_NONBLOCK)
         # bind through the directory fd: long bundle paths exceed sun_path's 108 bytes

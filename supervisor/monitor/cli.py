@@ -5,6 +5,7 @@ import os
 import sys
 
 from .errors import die, set_level
+from .process import getenv
 
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
@@ -284,7 +285,8 @@ def _rotate_count(arg: int | None) -> int:
     if arg is not None:
         value = str(arg)
     else:
-        value = os.environ.get("PODVISOR_LOG_ROTATE_COUNT", "1")
+        env = getenv("PODVISOR_LOG_ROTATE_COUNT")
+        value = "1" if env is None else env
     try:
         count = int(value)
     except ValueError:

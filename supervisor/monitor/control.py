@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 
 from .errors import warn
+from .files import remove_stale
 from .loop import READ, Loop
 
 LINE_MAX = 200
@@ -18,10 +19,7 @@ SIZE_MAX = 0xFFFF  # struct winsize holds unsigned shorts
 
 
 def _make_fifo(bundle_fd: int, name: str) -> tuple[int, int]:
-    try:
-        os.unlink(name, dir_fd=bundle_fd)
-    except FileNotFoundError:
-        pass
+    remove_stale(bundle_fd, name)
     os.mkfifo(name, 0o660, dir_fd=bundle_fd)
     flags = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
     r = os.open(name, os.O_RDONLY | flags, dir_fd=bundle_fd)

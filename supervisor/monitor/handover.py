@@ -24,6 +24,7 @@ SECURITY_FIELDS = (b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:", b
 MAX_REQUEST = 4 << 20
 REQUEST_TIMEOUT = 10.0  # seconds for a launcher to send its request
 STALE = 3  # a first process's exit status: the launcher is of another install (or build)
+MSG_CTRUNC = int(socket.MSG_CTRUNC)  # a plain int: `flags & MsgFlag` runs the enum machinery
 RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
 
 Context = tuple[tuple[str, object], ...]
@@ -115,7 +116,7 @@ def read_request(conn: socket.socket) -> Request:
     try:
         data, anc, flags, _ = conn.recvmsg(65536, socket.CMSG_SPACE(launch.MAX_FDS * 4))
         fds = _rights(anc)
-        if flags & socket.MSG_CTRUNC:
+        if flags & MSG_CTRUNC:
             raise Refused("too many fds")
         if len(data) < 4:
             raise Refused("short request")

@@ -13,12 +13,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 NAME = "podvisor-conmon"  # 15 bytes: all of it fits in comm
+_loaded: list[Callable[[str], None] | None] = []  # found once (the fork server: before forking)
 
 
 def load_setproctitle() -> Callable[[str], None] | None:
     """setproctitle's C extension, loaded without its package's __init__: that one imports
     logging (and so threading, traceback, tokenize…), ~1.5 ms per start, and logging's at-fork
     handler alone dirtied ~400 kB of every monitor the fork server forks."""
+    if _loaded:
+        return _loaded[0]
     # the import system's own frozen modules, always loaded: importlib.util would pull in more
     import _frozen_importlib as boot
     import _frozen_importlib_external as ext
@@ -43,6 +46,7 @@ def load_setproctitle() -> Callable[[str], None] | None:
             if mod is not None:
                 break
     function: Callable[[str], None] | None = getattr(mod, "setproctitle", None)
+    _loaded.append(function)
     return function
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from .files import write_small
+
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
@@ -49,8 +51,7 @@ def release_free_memory() -> None:
 def set_oom_score_adj(value: int) -> None:
     """Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts don't grant."""
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
+        write_small("/proc/self/oom_score_adj", b"%d" % value)
     except OSError:
         pass
 

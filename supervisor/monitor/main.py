@@ -16,11 +16,11 @@ from . import syncpipe
 from .cli import Options, parse
 from .container_io import ContainerIO
 from .errors import die, enable_syslog, report_exception, strerror, warn
-from .files import write_atomic
+from .files import read_small, write_atomic
 from .linux import set_child_subreaper, set_oom_score_adj
 from .logs import LogSinks, open_drivers
 from .loop import READ, Loop
-from .process import open_fds
+from .process import getenv, open_fds
 from .reaper import (
     TIMED_OUT,
     Reaper,
@@ -45,7 +45,7 @@ REAPED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1)
 
 
 def _env_fd(name: str) -> int | None:
-    value = os.environ.get(name)
+    value = getenv(name)
     if value is None:
         return None
     try:
@@ -172,7 +172,7 @@ class Monitor:
         if null > 2:
             os.close(null)
         # our diagnostics to a file instead (set through containers.conf conmon_env_vars)
-        log = os.environ.get("PODVISOR_CONMON_LOG")
+        log = getenv("PODVISOR_CONMON_LOG")
         if log:
             try:
                 fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -270,8 +270,7 @@ class Monitor:
         if opts.terminal and not self.io.has_terminal:
             return b"Runtime did not set up terminal"
         try:
-            with open(opts.container_pidfile) as f:
-                pid = int(f.read().strip())
+            pid = int(read_small(opts.container_pidfile).strip())
         except (OSError, ValueError) as e:
             return f"Failed to read the container pid from {opts.container_pidfile}: {e}".encode()
         self.children.set_container(pid)

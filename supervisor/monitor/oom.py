@@ -14,43 +14,54 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from .files import read_small, write_small
 from .loop import READ, Loop
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
 
 
+# files are read as bytes with plain syscalls: text-mode open() runs the io and codecs layers,
+# whose objects every forked monitor would copy (bench/monitor_pages.py)
+
 def _cgroup_paths(pid: int) -> dict[str, str]:
     paths: dict[str, str] = {}
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            for c in ctrls.split(",") if ctrls else [""]:
-                paths[c] = path
+    for line in read_small(f"/proc/{pid}/cgroup").decode(errors="surrogateescape").splitlines():
+        _, ctrls, path = line.split(":", 2)
+        for c in ctrls.split(",") if ctrls else [""]:
+            paths[c] = path
     return paths
 
 
 def _is_cgroup2() -> bool:
     # the unified layout mounts cgroup2 at /sys/fs/cgroup itself; the hybrid one a tmpfs
+    needle = b" " + CGROUP_ROOT.encode() + b" "
     try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if parts[1] == CGROUP_ROOT:
-                    return parts[2] == "cgroup2"
+        fd = os.open("/proc/self/mounts", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        tail = b""
+        while chunk := os.read(fd, 1 << 16):  # mounted early: in the first chunk
+            data = tail + chunk
+            at = data.find(needle)
+            if at >= 0 and data.find(b" ", at + len(needle)) > 0:
+                return data[at + len(needle):].startswith(b"cgroup2 ")
+            tail = data[at:] if at >= 0 else data[-len(needle):]
     except OSError:
         pass
+    finally:
+        os.close(fd)
     return False
 
 
 def _read_counter(path: str, key: str) -> int | None:
     """The counter, or None when the cgroup (or the key) is gone."""
+    k = key.encode() + b" "
     try:
-        with open(path) as f:
-            for line in f:
-                k, _, v = line.partition(" ")
-                if k == key:
-                    return int(v)
+        for line in read_small(path).split(b"\n"):
+            if line.startswith(k):
+                return int(line[len(k):])
     except (OSError, ValueError):
         pass
     return None
@@ -71,17 +82,16 @@ class OomWatcher:
         if _is_cgroup2():
             self._setup_v2(CGROUP_ROOT + paths.get("", "/"))
         else:
-            self._setup_v1(os.path.join(CGROUP_ROOT, "memory") + paths["memory"])
+            self._setup_v1(CGROUP_ROOT + "/memory" + paths["memory"])
 
     # cgroup v1 ---------------------------------------------------------------------------
     def _setup_v1(self, cg: str) -> None:
-        self.events_file = os.path.join(cg, "memory.oom_control")
+        self.events_file = cg + "/memory.oom_control"
         ctl = os.open(self.events_file, os.O_RDONLY | os.O_CLOEXEC)
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.fds += [ctl, efd]
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
-        with open(os.path.join(cg, "cgroup.event_control"), "w") as f:
-            f.write(f"{efd} {ctl}")
+        write_small(cg + "/cgroup.event_control", b"%d %d" % (efd, ctl))
         self.event_fd = efd
         self.loop.add(efd, READ, self._on_v1_event)
 
@@ -101,7 +111,7 @@ class OomWatcher:
     def _setup_v2(self, cg: str) -> None:
         from .inotify import IN_MODIFY, Inotify
 
-        self.events_file = os.path.join(cg, "memory.events")
+        self.events_file = cg + "/memory.events"
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         self.start_ooms = _read_counter(self.events_file, "oom") or 0
         inotify = Inotify()

@@ -1,7 +1,18 @@
 """Process bookkeeping: inherited fds, exit statuses, zombies."""
 from __future__ import annotations
 
+import fcntl
 import os
+
+
+def getenv(name: str) -> str | None:
+    """os.environ.get without os.environ's Python layers (Mapping.get, __getitem__, the key and
+    value codecs), whose functions and constants every forked monitor would copy."""
+    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes
+    if not isinstance(data, dict):
+        return os.environ.get(name)
+    value = data.get(name.encode())
+    return None if value is None else value.decode("utf-8", "surrogateescape")
 
 
 def open_fds() -> set[int]:
@@ -14,7 +25,7 @@ def open_fds() -> set[int]:
 
 def _valid(fd: int) -> bool:
     try:
-        os.fstat(fd)
+        fcntl.fcntl(fd, fcntl.F_GETFD)  # no stat_result made, unlike os.fstat
         return True
     except OSError:
         return False

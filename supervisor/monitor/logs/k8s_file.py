@@ -75,7 +75,7 @@ class K8sFileLog:
 
             die(f"Failed to open log file {strerror(e)}")
         # count what is already there, so a restarted container doesn't overshoot the cap
-        self.size = os.fstat(self.fd).st_size
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)  # O_APPEND: where writes go
         self.size_max = size_max
         self.rotate_count = rotate_count
         self.global_left = global_max if global_max > 0 else -1
