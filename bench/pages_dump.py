@@ -9,6 +9,7 @@ import json
 import os
 import struct
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -78,7 +79,7 @@ def _natural_owner(o: object) -> str | None:
     return None
 
 
-def dump_objects(out: str, snapshot: int, roots: list[object], modules: dict[str, object]) -> None:
+def dump_objects(out: str, snapshot: int, roots: list[object], modules: Mapping[str, object]) -> None:
     """Every object reachable from `roots` (the server's gc.get_objects() and sys.modules, taken
     before this module was imported): one JSON line each, owners by breadth-first search from the
     modules, functions and classes (a referent belongs to the first owner that reaches it)."""
