@@ -3,6 +3,7 @@ where a forked monitor lives, what the server refuses, and that it can die at an
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,8 @@ def test_forked_monitor_sits_where_a_direct_one_does(
         assert _cgroups(mon) == _cgroups(pids["d"])
         assert any("libpod_parent/conmon" in line for line in _cgroups(mon))
         assert _cgroups(mon) != _cgroups(server[0])
+        # the launcher's rlimits, which the first process gets from outside (prlimit by pid)
+        assert Path(f"/proc/{mon}/limits").read_text() == Path(f"/proc/{pids['d']}/limits").read_text()
         stat = Path(f"/proc/{mon}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[1]) != server[0], "the monitor must not be the server's child"
         # the server keeps nothing per container: its first processes are gone, reaped by the
@@ -241,6 +244,67 @@ def test_launcher_runs_directly_when_the_server_socket_is_unsafe(
         proc.wait(timeout=30)
         for env in (only, auto) if "auto" in locals() else (only,):
             env.remove_all()
+
+
+# a stand-in OCI runtime: `create … --pid-file P … ID` starts the "container" and writes its pid
+STAND_IN_RUNTIME = """#!/bin/sh
+while [ $# -gt 1 ]; do [ "$1" = --pid-file ] && pf=$2; shift; done
+sh -c 'sleep 0.3; exit 3' </dev/null >/dev/null 2>&1 &
+echo $! > "$pf"
+"""
+
+
+def _launch(podvisor: str, tmp: Path, sock: Path | None, *extra: str) -> tuple[int, str, bytes, Path]:
+    """The installed launcher, as podman runs it, forked by the server on `sock` (None: direct):
+    its exit status, stderr, what came on the sync pipe, and the exit dir."""
+    runtime = tmp / "runtime"
+    runtime.write_text(STAND_IN_RUNTIME)
+    runtime.chmod(0o755)
+    exits = tmp / "exits"
+    exits.mkdir()
+    cid = "c" * 64
+    argv = [podvisor, "--api-version", "1", "-c", cid, "-u", cid, "-r", str(runtime), "-b", str(tmp),
+            "-p", str(tmp / "pidfile"), "-n", "ctr", "--exit-dir", str(exits), "--log-level", "error",
+            *extra]
+    r, w = os.pipe()
+    env = {**os.environ, "_OCI_SYNCPIPE": str(w),
+           "PODVISOR_CONMON_SERVER": "off" if sock is None else "only",
+           "PODVISOR_CONMON_SOCKET": str(sock or tmp / "none.sock")}
+    try:
+        proc = subprocess.run(argv, env=env, pass_fds=(w,), cwd=tmp, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(w)
+    sync = b""
+    wait_until(lambda: (exits / cid).exists() or proc.returncode != 0, what="the exit file")
+    while chunk := os.read(r, 4096):  # EOF once the monitor is gone
+        sync += chunk
+    os.close(r)
+    return proc.returncode, proc.stderr, sync, exits / cid
+
+
+@pytest.mark.parametrize("case", ["bad log path", "sync", "plain"])
+def test_forked_monitor_ends_as_a_direct_one(
+        podvisor: str, fork_server: Callable[[], Path], tmp_path: Path, case: str) -> None:
+    """A forked monitor fails (a log it cannot open), runs in the first process (--sync) and exits
+    exactly as a directly started one: status, stderr, sync pipe, exit file."""
+    extra = {"bad log path": ["-l", f"k8s-file:{tmp_path}/missing/ctr.log"],
+             "sync": ["-l", f"k8s-file:{tmp_path}/ctr-%s.log", "--sync"],
+             "plain": ["-l", f"k8s-file:{tmp_path}/ctr-%s.log"]}[case]
+    results = {}
+    for path, sock in (("direct", None), ("forked", fork_server())):
+        d = tmp_path / path
+        d.mkdir()
+        results[path] = _launch(podvisor, d, sock, *[x.replace("%s", path) for x in extra])
+    (dcode, derr, dsync, dexit), (fcode, ferr, fsync, fexit) = results["direct"], results["forked"]
+    assert fcode == dcode, (ferr, derr)
+    assert re.sub(rb"\d+", b"N", fsync) == re.sub(rb"\d+", b"N", dsync)
+    if case == "bad log path":
+        assert dcode != 0 and "Failed to open log file" in derr, derr
+        assert "Failed to open log file" in ferr and not fexit.exists(), ferr
+    else:
+        assert dcode == (3 if case == "sync" else 0), derr
+        assert fexit.read_text() == dexit.read_text() == "3"
 
 
 def test_socket_path_is_per_install(monkeypatch: pytest.MonkeyPatch) -> None:
