@@ -15,6 +15,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import rootless  # scripts/vm/rootless.py, beside this script
+
 OUT = Path("/run/vm-out")
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -214,6 +216,7 @@ def main() -> int:
     steps = [("boot", boot),
              ("suite", lambda: suite("suite", SYSTEMD_TESTS + INTEGRATION_SMOKE, {
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
+             ("rootless-oom", lambda: rootless.rootless_oom(result, log, OURS, OUT / "sd-notify")),
              ("demo", demo)]
     only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:
