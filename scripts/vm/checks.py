@@ -3,7 +3,11 @@
 Writes one `PASS name: detail` / `FAIL name: detail` line per check to /run/vm-out/results.txt
 and everything else to stdout (the unit sends it to /run/vm-out/checks.log). The VM is
 disposable: this configures its podman for the checkout's podvisor-conmon system-wide.
-Usage: checks.py RELEASE   (run with the checkout's venv python)
+Steps: boot (the facts: systemd PID 1, cgroup2, podman's manager), suite (one pytest run of the
+systemd tests and an integration smoke subset on both monitors), rootless-oom (scripts/vm/rootless.py:
+a test user's own manager with memory delegated; its rootless podman's OOM kills, reported by both
+monitors against the kernel's count, and as a user unit), demo (the blog on this systemd; last).
+Usage: checks.py RELEASE [STEP...]   (run with the checkout's venv python)
 """
 from __future__ import annotations
 
