@@ -9,4 +9,4 @@ cd "$REPO"
 PY="$REPO/.venv/bin/python"
 
 "$PY" -m ruff check .
-"$PY" -m mypy supervisor tests bench scripts/vm/checks.py
+"$PY" -m mypy supervisor tests bench scripts/vm/checks.py scripts/vm/rootless.py

@@ -3,7 +3,11 @@
 Writes one `PASS name: detail` / `FAIL name: detail` line per check to /run/vm-out/results.txt
 and everything else to stdout (the unit sends it to /run/vm-out/checks.log). The VM is
 disposable: this configures its podman for the checkout's podvisor-conmon system-wide.
-Usage: checks.py RELEASE   (run with the checkout's venv python)
+Steps: boot (the facts: systemd PID 1, cgroup2, podman's manager), suite (one pytest run of the
+systemd tests and an integration smoke subset on both monitors), rootless-oom (scripts/vm/rootless.py:
+a test user's own manager with memory delegated; its rootless podman's OOM kills, reported by both
+monitors against the kernel's count, and as a user unit), demo (the blog on this systemd; last).
+Usage: checks.py RELEASE [STEP...]   (run with the checkout's venv python)
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import rootless  # scripts/vm/rootless.py, beside this script
 
 OUT = Path("/run/vm-out")
 REPO = Path(__file__).resolve().parents[2]
@@ -214,6 +220,7 @@ def main() -> int:
     steps = [("boot", boot),
              ("suite", lambda: suite("suite", SYSTEMD_TESTS + INTEGRATION_SMOKE, {
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
+             ("rootless-oom", lambda: rootless.rootless_oom(result, log, OURS, OUT / "sd-notify")),
              ("demo", demo)]
     only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:

@@ -139,11 +139,12 @@ def _toml_str(value: str | Path) -> str:
 
 def make_env(base_dir: str | Path, monitor_path: str, *, root: str | Path | None = None,
              runroot: str | Path | None = None, tmpdir: str | Path | None = None,
-             conmon_env: dict[str, str] | None = None) -> PodmanEnv:
+             conmon_env: dict[str, str] | None = None, cgroup_manager: str = "cgroupfs") -> PodmanEnv:
     """Create `base_dir` with a containers.conf whose conmon is `monitor_path`.
 
     `conmon_env`: variables podman sets for the monitor (conmon_env_vars), e.g. podvisor-conmon's
-    PODVISOR_CONMON_SERVER / PODVISOR_CONMON_SOCKET.
+    PODVISOR_CONMON_SERVER / PODVISOR_CONMON_SOCKET. `cgroup_manager`: "systemd" where a systemd
+    manages the cgroups (the check VM: rootless through the user's manager and D-Bus).
 
     Storage defaults to base_dir/{root,runroot,tmp}; pass the same root/runroot/tmpdir to several
     envs (one per monitor) to share one store, so the image is imported once.
@@ -177,7 +178,7 @@ network_config_dir = {_toml_str(networks)}
 conmon_path = [{_toml_str(monitor_path)}]
 {_conmon_env_line(conmon_env)}# crun cannot create cgroups on this cgroup-v1 hybrid host
 runtime = "runc"
-cgroup_manager = "cgroupfs"
+cgroup_manager = {_toml_str(cgroup_manager)}
 # no journald needed; the events log lands in our tmpdir
 events_logger = "file"
 # The default SHM lock segment /dev/shm/libpod_lock is host-wide, and a fresh store frees all of its

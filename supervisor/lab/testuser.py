@@ -168,13 +168,13 @@ class RootlessPodmanEnv(PodmanEnv):
 
 
 def make_rootless_env(user: TestUser, key: str, monitor_path: str,
-                      conmon_env: dict[str, str] | None = None) -> RootlessPodmanEnv:
+                      conmon_env: dict[str, str] | None = None, cgroup_manager: str = "cgroupfs") -> RootlessPodmanEnv:
     """A rootless env of `user` named `key`; all keys of one user share one image store.
-    `conmon_env`: as for make_env (the monitor's PODVISOR_CONMON_* variables)."""
+    `conmon_env`, `cgroup_manager`: as for make_env (the monitor's PODVISOR_CONMON_* variables)."""
     storage = user.home / "storage"
     plain = make_env(user.home / key, monitor_path, root=storage / "root",
                      runroot=user.runtime_dir / "runroot", tmpdir=user.runtime_dir / "tmp",
-                     conmon_env=conmon_env)
+                     conmon_env=conmon_env, cgroup_manager=cgroup_manager)
     for d in (user.home / key, storage, storage / "root", storage / "root-networks",
               user.runtime_dir / "runroot", user.runtime_dir / "tmp"):
         os.chown(d, user.uid, user.gid)
