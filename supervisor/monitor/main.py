@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 REAPED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1)
+KILLED = 128 + signal.SIGKILL  # the status of a SIGKILLed container, as the OOM killer leaves it
 
 
 def _env_fd(name: str) -> int | None:
@@ -348,7 +349,7 @@ class Monitor:
             return False
         oom, self.oom = self.oom, None
         try:
-            return oom.final_check()
+            return oom.final_check(self.children.container_status == KILLED)
         except Exception as e:
             report_exception("the final OOM check", e)
             return False

@@ -8,10 +8,15 @@ removed the emptied scope (seen under systemd's cgroup manager). cgroup v2: inot
 comparing the oom_kill counter with the value at start; a move of its `oom` counter (the limit
 was hit and reclaim failed: the kill follows) makes the candidate, for the same reason - systemd
 removes an emptied libpod-<id>.scope at once, maybe before the monitor reads the file again.
+If it is gone before the monitor read it at all after the last event (seen under emulation, with a
+user manager), the parent's counter decides: memory.events counts the subtree's kills, so a kill in
+the parent since the last read of our own file, an event we could not read, and a SIGKILLed
+container make the OOM. The window is the few milliseconds between our last read and the removal.
 """
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 from .files import read_small, write_small
@@ -19,6 +24,7 @@ from .loop import READ, Loop
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
+IN_MODIFY = 0x2  # inotify's; inotify.py (ctypes) is loaded only for cgroup v2
 
 
 # files are read as bytes with plain syscalls: text-mode open() runs the io and codecs layers,
@@ -78,6 +84,9 @@ class OomWatcher:
         self.start_kills = 0  # the oom_kill counter when the container started
         self.start_ooms = 0  # v2: the oom counter then
         self.event_fd = -1  # v1: the eventfd; v2: the inotify fd
+        self.parent_file = ""  # v2: the parent cgroup's memory.events
+        self.parent_kills: int | None = None  # its oom_kill when we last read our own counter
+        self.unread = False  # v2: an event came after our last read, and the cgroup was gone
         paths = _cgroup_paths(pid)
         if _is_cgroup2():
             self._setup_v2(CGROUP_ROOT + paths.get("", "/"))
@@ -109,11 +118,13 @@ class OomWatcher:
 
     # cgroup v2 ---------------------------------------------------------------------------
     def _setup_v2(self, cg: str) -> None:
-        from .inotify import IN_MODIFY, Inotify
+        from .inotify import Inotify
 
         self.events_file = cg + "/memory.events"
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
         self.start_ooms = _read_counter(self.events_file, "oom") or 0
+        self.parent_file = os.path.dirname(cg) + "/memory.events"
+        self.parent_kills = _read_counter(self.parent_file, "oom_kill")
         inotify = Inotify()
         inotify.add_watch(self.events_file, IN_MODIFY)
         self.fds.append(inotify.fd)
@@ -121,12 +132,18 @@ class OomWatcher:
         self.loop.add(inotify.fd, READ, self._on_v2_event)
 
     def _on_v2_event(self, ev: int) -> None:
-        try:
-            os.read(self.event_fd, 65536)  # the events themselves say nothing more
-        except BlockingIOError:
-            pass
-        if self._check_counter() is False and (_read_counter(self.events_file, "oom") or 0) > self.start_ooms:
-            self.candidate = True
+        if self._v2_pending():
+            self._v2_read()
+
+    def _v2_read(self) -> None:
+        parent = _read_counter(self.parent_file, "oom_kill")  # first: no kill of ours is missed
+        moved = self._check_counter()
+        if moved is None:
+            self.unread = True
+        elif moved is False:
+            self.parent_kills = parent
+            if (_read_counter(self.events_file, "oom") or 0) > self.start_ooms:
+                self.candidate = True
 
     def _check_counter(self) -> bool | None:
         """True/False: the counter moved or not; None: the cgroup is gone."""
@@ -138,6 +155,24 @@ class OomWatcher:
             return True
         return False
 
+    def _v2_pending(self) -> bool:
+        """Whether a counter changed since the last read (IN_MODIFY; not the watch's removal)."""
+        try:
+            data = os.read(self.event_fd, 65536)
+        except OSError:  # BlockingIOError: nothing came since the last read
+            return False
+        at, modified = 0, False
+        while at + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
+            modified |= bool(int.from_bytes(data[at + 4:at + 8], sys.byteorder) & IN_MODIFY)
+            at += 16 + int.from_bytes(data[at + 12:at + 16], sys.byteorder)
+        return modified
+
+    def _parent_moved(self) -> bool:
+        if self.parent_kills is None:
+            return False
+        now = _read_counter(self.parent_file, "oom_kill")
+        return now is not None and now > self.parent_kills
+
     # -------------------------------------------------------------------------------------
     def _oom(self) -> None:
         if not self.oomed:
@@ -145,9 +180,12 @@ class OomWatcher:
             if self.on_oom is not None:
                 self.on_oom()
 
-    def final_check(self) -> bool:
+    def final_check(self, sigkilled: bool = False) -> bool:
         """Once more at exit: the counter may have moved after the last wake-up."""
-        if not self.oomed and self._check_counter() is None and self.candidate:
+        if not self.oomed and self.parent_file and self._v2_pending():
+            self._v2_read()
+        gone = not self.oomed and self._check_counter() is None
+        if gone and (self.candidate or (sigkilled and self.unread and self._parent_moved())):
             self._oom()
         for fd in self.fds:
             self.loop.remove(fd)
