@@ -15,6 +15,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import memory  # scripts/vm/memory.py: the opt-in memory step
+
 OUT = Path("/run/vm-out")
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -215,6 +217,7 @@ def main() -> int:
              ("suite", lambda: suite("suite", SYSTEMD_TESTS + INTEGRATION_SMOKE, {
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
              ("demo", demo)]
+    steps += [("memory", lambda: memory.run(OUT, REPO, result, log))] if "memory" in sys.argv[2:] else []  # opt-in
     only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:
         if only and name not in only:
