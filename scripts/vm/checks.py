@@ -15,7 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import memory  # scripts/vm/memory.py: the opt-in memory step
+import memory  # scripts/vm/memory.py: the opt-in memory steps
 
 OUT = Path("/run/vm-out")
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +217,7 @@ def main() -> int:
              ("suite", lambda: suite("suite", SYSTEMD_TESTS + INTEGRATION_SMOKE, {
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
              ("demo", demo)]
-    steps += [("memory", lambda: memory.run(OUT, REPO, result, log))] if "memory" in sys.argv[2:] else []  # opt-in
+    steps += memory.opt_in_steps(sys.argv[2:], OUT, REPO, result, log)  # only when VM_STEPS names them
     only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:
         if only and name not in only:
