@@ -7,6 +7,7 @@ only when its bench fails. Their lines land in results.txt as `PASS memory ...`.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,7 +30,8 @@ def opt_in_steps(named: list[str], out: Path, repo: Path, result: Result, log: L
 
 def _stream(argv: list[str], repo: Path, log: Log) -> tuple[int, list[str]]:
     log(" ".join(argv))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo)
+    env = {**os.environ, "PODVISOR_TEST_TIME_SCALE": "10"}  # emulation: monitor_pages.py's waits x10
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo, env=env)
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
