@@ -362,6 +362,8 @@ def start_server(python: str, sock: Path, dump: Path) -> subprocess.Popen[bytes]
             break
         time.sleep(0.02)
     if not dump.exists():
+        proc.kill()  # not the caller's to stop yet: it would outlive us (and hold our stdout)
+        proc.wait()
         raise RuntimeError(f"fork server or its object dump did not start (exit {proc.poll()})")
     return proc
 
