@@ -3,7 +3,8 @@
 - `pages`: bench/monitor_pages.py on one forked idle monitor (perf: linux-perf, from install.sh),
   its report in pages.txt of the run directory.
 Opt-in (VM_STEPS="boot memory"): minutes under emulation, and figures, not checks; a step fails
-only when its bench fails. Their lines land in results.txt as `PASS memory ...`.
+only when its bench fails (pages: or when perf recorded no faults). Their lines land in
+results.txt (`PASS memory: ...`).
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def pages(out: Path, repo: Path, result: Result, log: Log) -> None:
                          "--json", str(out / "pages.json")], repo, log)
     (out / "pages.txt").write_text("\n".join(lines) + "\n")
     head = [ln.strip() for ln in lines if ln.startswith(("first forked monitor:", "  "))][:8]
-    result(rc == 0, "pages", f"exit {rc}; " + " | ".join(head) + " (all in pages.txt)")
+    # a report without perf's faults names no object: say so rather than pass
+    faults = any("no fault recorded" not in ln for ln in head[1:])
+    result(rc == 0 and faults, "pages", f"exit {rc}{'' if faults else ', perf recorded no faults'}; "
+           + " | ".join(head) + " (all in pages.txt)")
 
 
 def run(out: Path, repo: Path, result: Result, log: Log) -> None:
