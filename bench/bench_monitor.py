@@ -356,6 +356,8 @@ class Bench:
             if used != self.monitors[name]:  # podman silently falls back to /usr/bin/conmon
                 raise RuntimeError(f"podman uses {used!r}, not {self.monitors[name]!r}")
         self.image = ensure_busybox_image(self.envs["conmon"])
+        if self.args.memory_only:  # no log phase: 2 x --log-mb of data would be written for nothing
+            return
         self.data.mkdir()
         size = self.args.log_mb * MB
         for kind, line_len in (("short", 70), ("long", 100_000)):

@@ -345,6 +345,10 @@ def _scan_new(pg: dict[str, Any], data: bytes, objs: Objects, pools: dict[int, i
                     strs.append(data[off + 48:off + 48 + min(length, 60)].decode("ascii", "replace"))
 
 
+# waits x this under emulation (the check VM's `pages` step sets 10, as for the tests there)
+SCALE = float(os.environ.get("PODVISOR_TEST_TIME_SCALE") or 1)
+
+
 # ---- the run -----------------------------------------------------------------------------------
 
 def start_server(python: str, sock: Path, dump: Path) -> subprocess.Popen[bytes]:
@@ -353,11 +357,13 @@ def start_server(python: str, sock: Path, dump: Path) -> subprocess.Popen[bytes]
             f"from supervisor.monitor.server import main; sys.exit(main([{str(sock)!r}]))")
     sock.parent.mkdir(mode=0o700)
     proc = subprocess.Popen([python, "-I", "-c", code], cwd="/", stdin=subprocess.DEVNULL)
-    for _ in range(500):
+    for _ in range(int(500 * SCALE)):
         if dump.exists() or proc.poll() is not None:
             break
         time.sleep(0.02)
     if not dump.exists():
+        proc.kill()  # not the caller's to stop yet: it would outlive us (and hold our stdout)
+        proc.wait()
         raise RuntimeError(f"fork server or its object dump did not start (exit {proc.poll()})")
     return proc
 
@@ -408,7 +414,7 @@ def measure(env: Any, image: str, python: str, base: Path, args: argparse.Namesp
     procs["perf"] = perf = subprocess.Popen(
         ["perf", "record", "-q", "-e", "page-faults", "-c", "1", "-d", "-p", str(server.pid),
          "-o", data], stdout=subprocess.DEVNULL)
-    time.sleep(1.0)  # perf attaches
+    time.sleep(1.0 * SCALE)  # perf attaches
     pids = []
     for _ in range(args.containers):
         cid = env.run("run", "-d", "--network", "none", image, "sleep", "1000").stdout.strip()

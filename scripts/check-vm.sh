@@ -7,7 +7,8 @@
 #   trixie:   a debootstrapped Debian 13 root cached under /var/tmp (scripts/vm/rootfs.sh).
 # VM_CPUS (default 2), VM_MEMORY (default 2G), VM_TIMEOUT (seconds, default 1800), VM_KEEP=1 keeps
 # the run directory (serial console log, checks.log, timings.txt, the guest's journal), VM_STEPS
-# a subset of the steps (boot suite rootless-oom demo).
+# a subset of the steps (boot suite rootless-oom demo; and the opt-in ones, never run by default:
+# memory pages).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RELEASE=${1:-bookworm}

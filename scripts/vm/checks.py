@@ -6,7 +6,8 @@ disposable: this configures its podman for the checkout's podvisor-conmon system
 Steps: boot (the facts: systemd PID 1, cgroup2, podman's manager), suite (one pytest run of the
 systemd tests and an integration smoke subset on both monitors), rootless-oom (scripts/vm/rootless.py:
 a test user's own manager with memory delegated; its rootless podman's OOM kills, reported by both
-monitors against the kernel's count, and as a user unit), demo (the blog on this systemd; last).
+monitors against the kernel's count, and as a user unit), demo (the blog on this systemd; last);
+opt-in, only when named: memory and pages (scripts/vm/memory.py: bench/'s memory table, page attribution).
 Usage: checks.py RELEASE [STEP...]   (run with the checkout's venv python)
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import memory  # scripts/vm/memory.py: the opt-in memory steps
 import rootless  # scripts/vm/rootless.py, beside this script
 
 OUT = Path("/run/vm-out")
@@ -222,6 +224,7 @@ def main() -> int:
                  "PODVISOR_TEST_ON_THIS_SYSTEMD": "1", "PODVISOR_SD_NOTIFY_TOOL": str(OUT / "sd-notify")})),
              ("rootless-oom", lambda: rootless.rootless_oom(result, log, OURS, OUT / "sd-notify")),
              ("demo", demo)]
+    steps += memory.opt_in_steps(sys.argv[2:], OUT, REPO, result, log)  # only when VM_STEPS names them
     only = sys.argv[2:]  # check-vm.sh's VM_STEPS
     for name, step in steps:
         if only and name not in only:
