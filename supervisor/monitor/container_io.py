@@ -98,6 +98,14 @@ class ContainerIO:
 
     # ---- the TTY handover ----------------------------------------------------------------
 
+    def close_console(self) -> None:
+        """Once the master came, or the runtime exited without sending it: no directory is left
+        in $TMPDIR, whatever the runtime did."""
+        if self.console is not None:
+            self.loop.remove(self.console.sock.fileno())
+            self.console.close()
+            self.console = None
+
     def take_console(self) -> None:
         """The runtime connects to the console socket and sends the pty master over it."""
         if self.console is None or self.master is not None:
@@ -113,9 +121,7 @@ class ContainerIO:
 
         prepare_master(fd)
         self.master = fd
-        self.loop.remove(self.console.sock.fileno())
-        self.console.close()
-        self.console = None
+        self.close_console()
         self._make_stdin(os.dup(fd))
         if self.pending_size:
             self.resize(*self.pending_size)

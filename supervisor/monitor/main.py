@@ -264,6 +264,7 @@ class Monitor:
         self.loop.run(self.children.runtime_done)
         if self.io.console is not None:
             self.io.take_console()
+            self.io.close_console()  # the runtime is gone: nobody connects any more
         status = self.children.runtime_status
         if status != 0:
             return self.io.runtime_error() or b"runtime %s exited with status %d" % (

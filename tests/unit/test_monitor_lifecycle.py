@@ -9,9 +9,11 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,7 +89,10 @@ class Run:
                 "-p", str(self.bundle / "pidfile"), "-n", "ctr", "--exit-dir", str(self.exits),
                 "-l", f"k8s-file:{self.log}", "--log-level", "error",
                 *(["--sync"] if sync else []), *extra]
-        env = {**os.environ, "_OCI_SYNCPIPE": str(w), "PODVISOR_CONMON_LOG": str(tmp / "diag")}
+        # where the console socket's directory is made: short, as a socket's path is at most 107
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="pvt."))
+        env = {**os.environ, "_OCI_SYNCPIPE": str(w), "PODVISOR_CONMON_LOG": str(tmp / "diag"),
+               "TMPDIR": str(self.tmpdir)}
         self.proc = subprocess.Popen(argv, env=env, pass_fds=(w,), cwd=REPO,
                                      stdin=subprocess.DEVNULL)
         os.close(w)
@@ -120,6 +125,7 @@ def run(tmp_path: Path):
         if r.proc.poll() is None:
             r.proc.kill()
             r.proc.wait(10)
+        shutil.rmtree(r.tmpdir, ignore_errors=True)
 
 
 def _gone(pid: int) -> bool:
@@ -213,9 +219,11 @@ def test_terminal(run) -> None:
     r.pid()
     assert r.wait() == 5
     assert re.search(rb"^\S+ stdout F hello\r$", r.log.read_bytes(), re.M)  # the pty's ONLCR
+    assert list(r.tmpdir.iterdir()) == []  # the console socket and its directory are gone
 
 
 def test_terminal_that_never_comes(run) -> None:
     r = run("true", "--terminal", markers={"no-console": ""})
     assert _line(r.sync_r) == b'{"data": -1, "message": "Runtime did not set up terminal"}\n'
     assert r.wait() == 1
+    assert list(r.tmpdir.iterdir()) == []  # not left behind when the runtime never connected
