@@ -52,6 +52,16 @@ def check_text(value: str, loc: Loc, what: str = "value") -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise DefinitionError(loc, f"{what} is not valid Unicode (lone surrogate)") from None
+    bad = next((ch for ch in value if _systemd_refuses(ord(ch))), None)
+    if bad is not None:
+        raise DefinitionError(loc, f"{what} contains U+{ord(bad):04X}, a Unicode non-character, "
+                                   "which systemd refuses in a unit file")
+
+
+def _systemd_refuses(cp: int) -> bool:
+    # systemd's unit parser takes only valid Unicode scalar values minus the non-characters
+    # (U+FDD0..U+FDEF and the last two code points of every plane): "not UTF-8 clean"
+    return 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE
 
 
 def check_path(value: str, loc: Loc, what: str) -> None:

@@ -153,6 +153,8 @@ def test_multi_document_and_empty_documents() -> None:
      "readinessProbe.grpc.host: unknown or unsupported field"),
     ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i, command: [\"a\\0b\"]}]}\n",
      "spec.containers[0].command[0]: value contains a NUL character"),
+    ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: c, image: i, env: [{name: Q, value: \"\\uFFFE\"}]}]}\n",
+     "spec.containers[0].env[0].value: value contains U+FFFE, a Unicode non-character, which systemd refuses"),
     ("- just\n- a list\n", "expected a Kubernetes object"),
     ("", "no Pod or Deployment in this file"),
     ("a: &x [*x]\n", "recursive YAML alias"),
