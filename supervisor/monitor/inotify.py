@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 IN_MODIFY = 0x2
 IN_NONBLOCK = os.O_NONBLOCK
@@ -25,3 +26,15 @@ class Inotify:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path)
         return int(wd)
+
+    def read_modified(self) -> bool:
+        """Drain the queue: whether any event in it was IN_MODIFY (not, say, the watch's removal)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # BlockingIOError: nothing queued
+            return False
+        at, modified = 0, False
+        while at + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
+            modified |= bool(int.from_bytes(data[at + 4:at + 8], sys.byteorder) & IN_MODIFY)
+            at += 16 + int.from_bytes(data[at + 12:at + 16], sys.byteorder)
+        return modified

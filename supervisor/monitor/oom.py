@@ -16,15 +16,17 @@ container make the OOM. The window is the few milliseconds between our last read
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 
 from .files import read_small, write_small
 from .loop import READ, Loop
 
+TYPE_CHECKING = False  # typing costs start time; only type checkers need it
+if TYPE_CHECKING:
+    from .inotify import Inotify
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP2_SUPER_MAGIC = 0x63677270
-IN_MODIFY = 0x2  # inotify's; inotify.py (ctypes) is loaded only for cgroup v2
 
 
 # files are read as bytes with plain syscalls: text-mode open() runs the io and codecs layers,
@@ -84,6 +86,7 @@ class OomWatcher:
         self.start_kills = 0  # the oom_kill counter when the container started
         self.start_ooms = 0  # v2: the oom counter then
         self.event_fd = -1  # v1: the eventfd; v2: the inotify fd
+        self.inotify: Inotify | None = None  # v2
         self.parent_file = ""  # v2: the parent cgroup's memory.events
         self.parent_kills: int | None = None  # its oom_kill when we last read our own counter
         self.unread = False  # v2: an event came after our last read, and the cgroup was gone
@@ -118,7 +121,7 @@ class OomWatcher:
 
     # cgroup v2 ---------------------------------------------------------------------------
     def _setup_v2(self, cg: str) -> None:
-        from .inotify import Inotify
+        from .inotify import IN_MODIFY, Inotify
 
         self.events_file = cg + "/memory.events"
         self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
@@ -129,6 +132,7 @@ class OomWatcher:
         inotify.add_watch(self.events_file, IN_MODIFY)
         self.fds.append(inotify.fd)
         self.event_fd = inotify.fd
+        self.inotify = inotify
         self.loop.add(inotify.fd, READ, self._on_v2_event)
 
     def _on_v2_event(self, ev: int) -> None:
@@ -156,16 +160,8 @@ class OomWatcher:
         return False
 
     def _v2_pending(self) -> bool:
-        """Whether a counter changed since the last read (IN_MODIFY; not the watch's removal)."""
-        try:
-            data = os.read(self.event_fd, 65536)
-        except OSError:  # BlockingIOError: nothing came since the last read
-            return False
-        at, modified = 0, False
-        while at + 16 <= len(data):  # struct inotify_event: wd, mask, cookie, len, name
-            modified |= bool(int.from_bytes(data[at + 4:at + 8], sys.byteorder) & IN_MODIFY)
-            at += 16 + int.from_bytes(data[at + 12:at + 16], sys.byteorder)
-        return modified
+        """Whether a counter changed since the last read."""
+        return self.inotify is not None and self.inotify.read_modified()
 
     def _parent_moved(self) -> bool:
         if self.parent_kills is None:
@@ -182,7 +178,7 @@ class OomWatcher:
 
     def final_check(self, sigkilled: bool = False) -> bool:
         """Once more at exit: the counter may have moved after the last wake-up."""
-        if not self.oomed and self.parent_file and self._v2_pending():
+        if not self.oomed and self._v2_pending():
             self._v2_read()
         gone = not self.oomed and self._check_counter() is None
         if gone and (self.candidate or (sigkilled and self.unread and self._parent_moved())):
