@@ -12,7 +12,7 @@ def main() -> int:
         sys.stdout.write(VERSION_TEXT)
         return 0
     from .identity import set_identity
-    from .main import run
+    from .startup import run
 
     set_identity(argv)
     code = run(argv)

@@ -28,6 +28,10 @@ CLIENT_FLUSH_SECONDS = 5.0
 RUNTIME_ERROR_MAX = 8191  # of the runtime's stderr, relayed to podman when it fails
 
 
+def _nothing() -> None:  # a function, not a lambda: the loop's handlers are pickled (handoff.py)
+    pass
+
+
 class ChildStdio:
     """The runtime's fds 0, 1 and 2, /dev/null (for the ends it doesn't get), and the monitor's
     read ends of its stdout and stderr pipes (-1: no such pipe)."""
@@ -78,7 +82,7 @@ class ContainerIO:
             from .terminal import ConsoleSocket
 
             self.console = ConsoleSocket()
-            self.loop.add(self.console.sock.fileno(), READ, lambda ev: self.take_console())
+            self.loop.add(self.console.sock.fileno(), READ, self._on_console)
         else:
             if opts.stdin:
                 child_in, stdin_w = os.pipe2(os.O_CLOEXEC)
@@ -87,6 +91,9 @@ class ContainerIO:
         self.attach = AttachServer(self.loop, self.bundle_fd, self._on_input, self._on_client_eof)
         self.control = Control(self.loop, self.bundle_fd, self.resize, self.sinks.reopen)
         return ChildStdio(child_in, child_out, child_err, null, out_r, err_r)
+
+    def _on_console(self, ev: int) -> None:
+        self.take_console()
 
     @property
     def console_path(self) -> str | None:
@@ -173,10 +180,9 @@ class ContainerIO:
         self.sinks.attach_loop(self.loop, self._log_backpressure)
         out = self.master if self.master is not None else self.child.out_r
         if out >= 0:
-            self.outputs.append(Output(self.loop, out, STDOUT, self._output, lambda: None))
+            self.outputs.append(Output(self.loop, out, STDOUT, self._output, _nothing))
         if self.child.err_r >= 0:
-            self.outputs.append(Output(self.loop, self.child.err_r, STDERR, self._output,
-                                       lambda: None))
+            self.outputs.append(Output(self.loop, self.child.err_r, STDERR, self._output, _nothing))
 
     def _log_backpressure(self, full: bool) -> None:
         for o in self.outputs:

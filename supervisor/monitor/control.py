@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 
 from .errors import warn
 from .files import remove_stale
@@ -48,7 +49,10 @@ class Control:
             loop.add(r, READ, self._reader(r, handler))
 
     def _reader(self, fd: int, handle: Callable[[bytes], None]) -> Callable[[int], None]:
-        return lambda ev: self._read(fd, handle)
+        return partial(self._on_readable, fd, handle)  # a partial, not a lambda: picklable (handoff.py)
+
+    def _on_readable(self, fd: int, handle: Callable[[bytes], None], ev: int) -> None:
+        self._read(fd, handle)
 
     def _read(self, fd: int, handle: Callable[[bytes], None]) -> None:
         try:

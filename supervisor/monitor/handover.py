@@ -1,9 +1,10 @@
-"""The monitor's first process on the fork server's side: forked by the server for one launcher,
-it checks the launcher, takes over its fds, environment, cwd, umask, rlimits and cgroups, and then
-runs main.run as a directly started first process would (see server.py for the whole design).
+"""The monitor's first process on the fork server's side: the set-up process a forked monitor
+forks for one launcher (see server.py for the whole design). It checks the launcher, takes over
+its fds, environment, cwd, umask, rlimits and cgroups, and then runs startup.run as a directly
+started first process would, handing the container over to the waiting monitor (handoff.py).
 
-Plain syscalls and bytes where it can: everything this process touches is copied from the
-server's shared pages and, as the monitor is its child, stays in the monitor's private memory.
+Plain syscalls and bytes where it can: it is the monitor's child and exits, so what it touches
+is not the monitor's, but it is still on every container's start path.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import socket
 import sys
 
 from . import launch
+from .process import set_environ
 
 NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
 SECURITY_FIELDS = (b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:", b"NoNewPrivs:",
@@ -144,14 +146,17 @@ def send(conn: socket.socket, line: bytes) -> None:
         pass
 
 
-def place_fds(req: Request, keep: socket.socket) -> socket.socket:
-    """Give the child exactly the launcher's fds at the launcher's numbers (plus `keep`)."""
+def place_fds(req: Request, keep: socket.socket, also: int = -1) -> tuple[socket.socket, int]:
+    """Give the child exactly the launcher's fds at the launcher's numbers, plus `keep` and
+    `also` (-1: none) at new numbers above them."""
     present = [int(n) for n in os.listdir("/proc/self/fd")]
     base = max([*present, *req.targets, 2]) + 1
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in req.fds]
     conn_fd = fcntl.fcntl(keep.fileno(), fcntl.F_DUPFD_CLOEXEC, base)
     keep.detach()  # its number is about to be closed, and may be a target: never close it again
-    wanted = {*high, conn_fd}
+    if also >= 0:
+        also = fcntl.fcntl(also, fcntl.F_DUPFD_CLOEXEC, base)
+    wanted = {*high, conn_fd, also}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in wanted:
@@ -162,7 +167,7 @@ def place_fds(req: Request, keep: socket.socket) -> socket.socket:
     for src, dst in zip(high, req.targets, strict=True):
         os.dup2(src, dst, inheritable=True)
         os.close(src)
-    return socket.socket(fileno=conn_fd)
+    return socket.socket(fileno=conn_fd), also
 
 
 def wait_start(fd: int) -> None:
@@ -188,22 +193,6 @@ def limits_of(pid: int) -> list[tuple[int, tuple[int, int]]]:
     return out
 
 
-def set_environ(env: dict[bytes, bytes]) -> None:
-    """Make `env` the process's environment (the C one, which exec passes on, and os.environ)."""
-    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes, spares re-encoding
-    if not isinstance(data, dict):
-        os.environ.clear()
-        for k, v in env.items():
-            os.environ[os.fsdecode(k)] = os.fsdecode(v)
-        return
-    for k in list(data):
-        os.unsetenv(k)
-    data.clear()
-    for k, v in env.items():
-        os.putenv(k, v)
-        data[k] = v
-
-
 def _read_request(conn: socket.socket) -> tuple[Request, int, int] | int:
     """The request and the launcher's pid and uid, or the exit status of a bad one (reported)."""
     try:
@@ -219,10 +208,12 @@ def _read_request(conn: socket.socket) -> tuple[Request, int, int] | int:
         return 1
 
 
-def _prepare(target: int, req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
-    """Check the launcher and put `target` (the first process) in its place where that needs no
-    more than a pid: its rlimits, then, once podman says go, its cgroups. Returns the reply: an
-    exit status byte (0: done) and the reason of a refusal."""
+def _prepare(targets: tuple[int, ...], req: Request, peer: int, uid: int, token: bytes,
+             own: Context) -> bytes:
+    """Check the launcher and put `targets` (the monitor, if already forked, and the first
+    process) in its place where that needs no more than a pid: their rlimits, then, once podman
+    says go, their cgroups. Returns the reply: an exit status byte (0: done) and the reason of a
+    refusal."""
     from .cgroups import join_cgroups_of
 
     try:
@@ -232,23 +223,25 @@ def _prepare(target: int, req: Request, peer: int, uid: int, token: bytes, own: 
     if req.token != token:
         return bytes([STALE]) + b"install token differs"
     for r, lim in limits_of(peer):
-        try:
-            resource.prlimit(target, r, lim)
-        except (OSError, ValueError):
-            pass
+        for target in targets:
+            try:
+                resource.prlimit(target, r, lim)
+            except (OSError, ValueError):
+                pass
     try:
         start = int(req.env[b"_OCI_STARTPIPE"])
         wait_start(req.fds[req.targets.index(start)])
     except (KeyError, ValueError):
         pass
     try:
-        join_cgroups_of(peer, target)
+        for target in targets:
+            join_cgroups_of(peer, target)
     except OSError as e:
         return b"\1cannot join the launcher's cgroups: " + str(e).encode()
     return b"\0"
 
 
-def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> bytes:
+def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context, monitor: int) -> bytes:
     """_prepare in a child of ours: the pages it touches are copied into that child, which exits,
     not into this process and the monitor it forks (measured ~0.3 MB per monitor)."""
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -258,7 +251,7 @@ def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> 
         reply = b"\1internal error"
         try:
             os.close(r)
-            reply = _prepare(me, req, peer, uid, token, own)
+            reply = _prepare((monitor, me) if monitor else (me,), req, peer, uid, token, own)
         finally:
             try:
                 os.write(w, reply)
@@ -273,38 +266,39 @@ def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context) -> 
     return reply
 
 
-def first_process(conn: socket.socket, token: bytes, own: Context, server: int) -> int:
-    """In the server's child (`server`: its pid). Answers the launcher itself: `F reason` (refused),
-    `S` (taken over), then `X code` once main.run has forked the monitor and written its pid, or has
-    failed before that."""
+def first_process(conn: socket.socket, token: bytes, own: Context, server: int,
+                  monitor: tuple[int, int] | None = None) -> int:
+    """In the server's descendant (`server`: a pidfd of the server). Answers the launcher itself:
+    `F reason` (refused), `S` (taken over), then `X code` once main.run has written the monitor's
+    pid, or has failed before that. `monitor`: the pid of the monitor waiting for this process's
+    set-up, and the fd to hand it over on (handoff.py)."""
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     got = _read_request(conn)
     if isinstance(got, int):
         return got
     req, peer, uid = got
-    reply = _prepared(req, peer, uid, token, own)
+    reply = _prepared(req, peer, uid, token, own, monitor[0] if monitor else 0)
     if reply[:1] != b"\0":  # refused, or the child died before it could say
         send(conn, b"F " + (reply[1:] or b"checking the launcher failed"))
         if reply[:1] == bytes([STALE]):
             _stop_if_stale(token, server)
         return reply[0] if reply else 1
     conn.settimeout(None)
-    conn = place_fds(req, conn)
+    conn, handoff_fd = place_fds(req, conn, monitor[1] if monitor else -1)
     set_environ(req.env)
     os.chdir(req.cwd)
     os.umask(req.umask)
     from .identity import set_identity
-    from .main import run
+    from .startup import Launcher, run
 
     set_identity(req.argv)
     send(conn, b"S")
-    launcher = conn.detach()  # main.run answers `X 0` on it, and closes it in the monitor
-    me = os.getpid()
+    launcher = Launcher(conn.detach())  # main.run answers `X 0` on it once the monitor's pid is out
     sys.argv[1:] = req.argv
     gc.enable()
     try:
-        code = run(req.argv, launcher)
+        code = run(req.argv, launcher, (monitor[0], handoff_fd) if monitor else None)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:
@@ -313,11 +307,7 @@ def first_process(conn: socket.socket, token: bytes, own: Context, server: int) 
                 stream.flush()
             except (OSError, ValueError):
                 pass
-    if os.getpid() == me:  # still the first process: it failed before forking the monitor
-        try:
-            os.write(launcher, b"X %d\n" % code)
-        except OSError:
-            pass
+    launcher.answer(code)  # unless answered: it failed before the monitor's pid was out
     return code
 
 
@@ -328,5 +318,8 @@ def _stop_if_stale(token: bytes, server: int) -> None:
         stale = launch.install_token() != token
     except OSError:
         stale = True
-    if stale and os.getppid() == server:  # still our parent: that pid is the server's
-        os.kill(server, signal.SIGTERM)
+    if stale:
+        try:  # through its pidfd: no other process that got the server's pid since
+            signal.pidfd_send_signal(server, signal.SIGTERM)
+        except OSError:
+            pass

@@ -22,8 +22,11 @@ def _c() -> ctypes.CDLL:
     return _libc
 
 
+_ULONG = (ctypes.c_ulong(0), ctypes.c_ulong(1))  # made once: a forked monitor's call then makes none
+
+
 def _prctl(option: int, arg: int) -> None:
-    if _c().prctl(option, ctypes.c_ulong(arg), 0, 0, 0) != 0:
+    if _c().prctl(option, _ULONG[arg] if arg in (0, 1) else ctypes.c_ulong(arg), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -48,10 +51,10 @@ def release_free_memory() -> None:
     _c().malloc_trim(0)
 
 
-def set_oom_score_adj(value: int) -> None:
+def set_oom_score_adj(value: int, pid: int | None = None) -> None:
     """Best effort: lowering needs CAP_SYS_RESOURCE, which some hosts don't grant."""
     try:
-        write_small("/proc/self/oom_score_adj", b"%d" % value)
+        write_small(f"/proc/{pid or 'self'}/oom_score_adj", b"%d" % value)
     except OSError:
         pass
 

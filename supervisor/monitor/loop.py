@@ -8,7 +8,6 @@ an essential one (reaping, pumping output) raises LoopFailed, for the monitor to
 from __future__ import annotations
 
 import heapq
-import itertools
 import select
 import time
 from collections.abc import Callable
@@ -38,7 +37,20 @@ class Loop:
         self.on_fault = on_fault
         self.fault_count = 0
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
+        self._seq = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled for the hand-over to a forked monitor (handoff.py): all but the epoll fd,
+        which __setstate__ makes again from the registrations."""
+        state = self.__dict__.copy()
+        del state["_ep"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._ep = select.epoll()
+        for fd, mask in self._masks.items():
+            self._ep.register(fd, mask)
 
     def add(self, fd: int, mask: int, handler: Handler, essential: bool = False) -> None:
         self._handlers[fd] = handler
@@ -65,12 +77,17 @@ class Loop:
             except (OSError, ValueError):
                 pass
 
+    def wait_set(self) -> tuple[list[tuple[int, int]], float | None]:
+        """What `run_once` would wait for: (fd, event mask) pairs, and the first timer's time."""
+        return list(self._masks.items()), (self._timers[0][0] if self._timers else None)
+
     def watching(self, fd: int) -> bool:
         return fd in self._handlers
 
     def call_later(self, delay: float, cb: Callable[[], None]) -> None:
         # the sequence number keeps timers due at the same time in order, and callbacks uncompared
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), cb))
+        self._seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay, self._seq, cb))
 
     def _run_timers(self) -> float:
         """Fire due timers; return how long epoll may sleep: until the next timer, -1 for

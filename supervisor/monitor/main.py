@@ -1,6 +1,7 @@
-"""podvisor-conmon's life: the first process waits for podman's go, forks the monitor and
-exits; the monitor starts the runtime, reports the pid, pumps stdio until the container
-exits, writes the exit file, and runs the exit command.
+"""podvisor-conmon's life once its first process (startup.py) is done: the monitor starts the
+runtime, reports the pid, pumps stdio until the container exits, writes the exit file, and runs
+the exit command. Forked by the fork server, the monitor hands the running container over from
+its set-up process to the waiting monitor instead (`_hand_off`, `resume`; handoff.py).
 
 The monitor's parts: reaper.py (child statuses; exit file, OOM files, exit command),
 container_io.py (pipes or terminal, stdio and attach wiring), and `Monitor` here, the
@@ -13,14 +14,14 @@ import signal
 # the parts used after the fork are imported before it: the first process's start-up can overlap podman's
 # own work before the start byte, while the monitor's is on the critical path
 from . import syncpipe
-from .cli import Options, parse
+from .cli import Options
 from .container_io import ContainerIO
-from .errors import die, enable_syslog, report_exception, strerror, warn
-from .files import read_small, write_atomic
+from .errors import enable_syslog, report_exception, strerror, warn
+from .files import read_small
 from .linux import set_child_subreaper, set_oom_score_adj
-from .logs import LogSinks, open_drivers
+from .logs import LogSinks
 from .loop import READ, Loop
-from .process import getenv, open_fds
+from .process import getenv
 from .reaper import (
     TIMED_OUT,
     Reaper,
@@ -40,86 +41,15 @@ if TYPE_CHECKING:
     from .notify import NotifyProxy
     from .oom import OomWatcher
 
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-REAPED_SIGNALS = (signal.SIGCHLD, signal.SIGUSR1)
+# plain ints, not Signals members: each member a monitor touches costs it a page
+FORWARDED_SIGNALS = (int(signal.SIGTERM), int(signal.SIGINT), int(signal.SIGQUIT))
+REAPED_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGUSR1))
+CAUGHT_SIGNALS = (*REAPED_SIGNALS, *FORWARDED_SIGNALS)
 KILLED = 128 + signal.SIGKILL  # the status of a SIGKILLed container, as the OOM killer leaves it
 
 
-def _env_fd(name: str) -> int | None:
-    value = getenv(name)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        die(f"invalid {name}: {value!r}")
-
-
-def _wait_for_start(opts: Options, start_fd: int | None) -> int | None:
-    """podman writes once it has put us in the right cgroup; EOF also means go. The start fd
-    stays open only for exec --exec-attach, whose runtime waits for a second go."""
-    if start_fd is None:
-        return None
-    try:
-        os.read(start_fd, 8192)
-    except OSError as e:
-        die(f"Failed to read from the start pipe: {strerror(e)}")
-    if opts.exec_attach:
-        return start_fd
-    os.close(start_fd)
-    return None
-
-
-def _fork_monitor(opts: Options, launcher: int) -> None:
-    """The first process writes the monitor's pid for podman and exits; the monitor returns."""
-    pid = os.fork()
-    if pid == 0:
-        if launcher >= 0:
-            os.close(launcher)
-        return
-    if opts.conmon_pidfile:
-        try:
-            write_atomic(opts.conmon_pidfile, str(pid))
-        except OSError as e:
-            os.kill(pid, signal.SIGKILL)
-            die(f"Failed to write conmon pidfile {opts.conmon_pidfile}: {strerror(e)}")
-    if launcher >= 0:  # the status launch.py exits with, as conmon's first process exits 0 here
-        try:
-            os.write(launcher, b"X 0\n")
-        except OSError:
-            pass
-    os._exit(0)
-
-
-def run(argv: list[str], launcher: int = -1) -> int:
-    """`launcher`: a first process forked by the fork server has its launcher's connection here
-    (handover.py), answered once the monitor is forked."""
-    inherited = open_fds()  # before we open anything: closed at exit (podman's port fds)
-    inherited.discard(launcher)
-    opts = parse(argv)
-    sync_fd = _env_fd("_OCI_SYNCPIPE")
-    start_fd = _env_fd("_OCI_STARTPIPE")
-    attach_pipe = _env_fd("_OCI_ATTACHPIPE") if opts.exec_attach else None
-    if opts.exec_attach and attach_pipe is None:
-        die("--exec-attach specified but _OCI_ATTACHPIPE was not")
-    if opts.passthrough and any(os.isatty(fd) for fd in (0, 1, 2)):
-        die("cannot use a tty with passthrough logging mode to prevent attacks via TIOCSTI")
-    sinks = open_drivers(opts)
-    set_oom_score_adj(-1000)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    if start_fd is not None:
-        inherited.discard(start_fd)
-    start_fd = _wait_for_start(opts, start_fd)
-    if not opts.sync:
-        _fork_monitor(opts, launcher)
-    # fds we manage ourselves; the start fd's number may be reused once we close it
-    inherited.difference_update({0, 1, 2, sync_fd, start_fd, attach_pipe})
-    try:
-        monitor = Monitor(opts, sinks, sync_fd, start_fd, attach_pipe, inherited)
-    except Exception as e:
-        syncpipe.send(sync_fd, -1, f"podvisor-conmon: setting up the container's monitor failed: {e}".encode())
-        return 1
-    return monitor.run()
+def ignore_signal(signum: int, frame: object) -> None:
+    pass
 
 
 class Monitor:
@@ -127,8 +57,11 @@ class Monitor:
     (detach, signals, notify proxy, the container's I/O); `run` then does the rest."""
 
     def __init__(self, opts: Options, sinks: LogSinks, sync_fd: int | None,
-                 start_fd: int | None, attach_pipe: int | None, inherited: set[int]) -> None:
+                 start_fd: int | None, attach_pipe: int | None, inherited: set[int],
+                 handoff_fd: int | None = None) -> None:
         self.opts = opts
+        self.handoff_fd = handoff_fd
+        self.exit_env: tuple[dict[bytes, bytes], bytes] | None = None  # handed over: the exit command's
         self.sinks = sinks
         self.sync_fd = sync_fd
         self.start_fd = start_fd
@@ -140,7 +73,9 @@ class Monitor:
         self.pid_reported = False
         self.oom: OomWatcher | None = None  # from the container's pid on, not for exec
         self._detach()
-        self.sig_r = self._catch_signals()
+        self.sig_r, self.sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.loop.add(self.sig_r, READ, self._on_signal, essential=True)
+        self._catch_signals()
         self.notify: NotifyProxy | None = self._notify_proxy()
         self.io = ContainerIO(self.loop, opts, sinks)
         if attach_pipe is not None:
@@ -154,14 +89,15 @@ class Monitor:
                 os.set_inheritable(fd, False)
         if not self.opts.passthrough:
             self._stdio_to_devnull()
-        try:
-            os.setsid()
-        except OSError:
-            pass
-        try:
-            set_child_subreaper(True)
-        except OSError as e:
-            warn(f"cannot become a child subreaper: {strerror(e)}")
+        if self.handoff_fd is None:  # else the monitor, our parent, has done both for itself
+            try:
+                os.setsid()
+            except OSError:
+                pass
+            try:
+                set_child_subreaper(True)
+            except OSError as e:
+                warn(f"cannot become a child subreaper: {strerror(e)}")
         if self.opts.syslog:
             enable_syslog(self.opts.cid, self.opts.log_tag)
 
@@ -182,14 +118,11 @@ class Monitor:
             except OSError:
                 pass
 
-    def _catch_signals(self) -> int:
+    def _catch_signals(self) -> None:
         """Signals arrive as bytes on a pipe the loop watches: no work in signal handlers."""
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        for sig in (*REAPED_SIGNALS, *FORWARDED_SIGNALS):
-            signal.signal(sig, lambda s, f: None)  # the wakeup fd carries the signal number
-        self.loop.add(r, READ, self._on_signal, essential=True)
-        return r
+        signal.set_wakeup_fd(self.sig_w, warn_on_full_buffer=False)
+        for sig in CAUGHT_SIGNALS:
+            signal.signal(sig, ignore_signal)  # the wakeup fd carries the signal number
 
     def _notify_proxy(self) -> NotifyProxy | None:
         if not self.opts.sdnotify_socket:
@@ -224,25 +157,75 @@ class Monitor:
             self.start_fd = None
         if opts.passthrough:
             self._stdio_to_devnull()
+        code = self._guarded(self._start)
+        if code is None and self.handoff_fd is not None:
+            code = self._hand_off()
+        if code is None:
+            code = self._guarded(self._watch)
+        return run_exit_command(opts, 1 if code is None else code, self.exit_env)
+
+    def _guarded(self, step: Callable[[], int | None]) -> int | None:
         try:
-            code = self._supervise()
+            return step()
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
+            return e.code if isinstance(e.code, int) else 1
         except Exception as e:
             report_exception("the monitor", e)
-            code = self._contain()
+            return self._contain()
         except BaseException as e:
             import traceback
 
             warn(f"monitor failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
-            code = 1
-        return run_exit_command(opts, code)
+            return 1
+
+    # ---- the hand-over to a waiting monitor (handoff.py) -----------------------------
+
+    def _hand_off(self) -> int | None:
+        """In the set-up process: the container runs; the monitor takes it from here."""
+        from . import handoff
+
+        fd, self.handoff_fd = self.handoff_fd, None
+        assert fd is not None
+        # the monitor runs nothing but the exit command: it takes our environment and cwd for
+        # that alone, in the command's own process, rather than setting them for itself
+        self.exit_env = (handoff.environ(), os.getcwdb())
+        set_oom_score_adj(-1000, os.getppid())
+        try:
+            handoff.send(fd, self, *self.loop.wait_set(), self.sig_w)
+        except Exception as e:
+            # the container is the monitor's child, not ours to reap: end it, and its life here
+            report_exception("handing the container over to its monitor", e)
+            try:
+                os.kill(self.children.container_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.children.container_status = KILLED
+            return self._guarded(self._finish)
+        os._exit(0)
+
+    def resume(self) -> int:
+        """In the monitor, once handed over: take on what a process has of its own, then the
+        container's life from where the set-up process left it."""
+        import gc
+
+        from .errors import set_level
+
+        gc.enable()  # the server's is off (and its objects frozen); a monitor lives long
+        set_level(self.opts.log_level)
+        if self.opts.syslog:
+            enable_syslog(self.opts.cid, self.opts.log_tag)
+        # the set-up process set our oom_score_adj, the server malloc's thresholds, and the
+        # monitor its signal handlers (server.py) before waiting for the first event
+        self.children.reap()  # what exited before the handlers were ours
+        code = self._guarded(self._watch)
+        return run_exit_command(self.opts, 1 if code is None else code, self.exit_env)
 
     def _fail(self, message: bytes) -> int:
         syncpipe.send(self.sync_fd, -1, message)
         return 1
 
-    def _supervise(self) -> int:
+    def _start(self) -> int | None:
+        """Until the container runs: None, or the exit status of a failure."""
         failure = self._await_container()
         if failure is not None:
             return self._fail(failure)
@@ -252,6 +235,9 @@ class Monitor:
         self.io.start_output()
         if self.opts.timeout > 0:
             self.loop.call_later(self.opts.timeout, self._on_timeout)
+        return None
+
+    def _watch(self) -> int:
         # as conmon: done when the process has exited, exec included. Its own output is in
         # the pipe by then; background children holding the pipe open must not keep us here
         self.loop.run(self.children.container_done)

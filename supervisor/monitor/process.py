@@ -63,3 +63,19 @@ def reap_zombies() -> None:
                 return
         except ChildProcessError:
             return
+
+
+def set_environ(env: dict[bytes, bytes]) -> None:
+    """Make `env` the process's environment (the C one, which exec passes on, and os.environ)."""
+    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes, spares re-encoding
+    if not isinstance(data, dict):
+        os.environ.clear()
+        for k, v in env.items():
+            os.environ[os.fsdecode(k)] = os.fsdecode(v)
+        return
+    for k in list(data):
+        os.unsetenv(k)
+    data.clear()
+    for k, v in env.items():
+        os.putenv(k, v)
+        data[k] = v

@@ -20,7 +20,7 @@ from .cli import Options
 from .errors import debug, strerror, warn
 from .files import touch, write_atomic
 from .linux import set_child_subreaper
-from .process import close_fds_from, exit_status, reap_zombies
+from .process import close_fds_from, exit_status, reap_zombies, set_environ
 
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
@@ -143,14 +143,15 @@ def report_exec_status(opts: Options, sync_fd: int | None, status: int, timed_ou
         syncpipe.send(sync_fd, status)
 
 
-def run_exit_command(opts: Options, code: int) -> int:
+def run_exit_command(opts: Options, code: int, env: tuple[dict[bytes, bytes], bytes] | None = None) -> int:
     """Run `--exit-command` (podman's `container cleanup`) and wait for it.
 
     As conmon does, the monitor first closes everything but stdio: while podman's cleanup
     unmounts the container's storage and removes its bundle, the monitor that waits for it
     holds nothing in the bundle (directory fd, log, FIFOs, sockets) or the container's cgroup.
     Subreaping is dropped so the command's own children reparent to init rather than to us.
-    The monitor's exit status is the container's, unless the command failed."""
+    The monitor's exit status is the container's, unless the command failed. `env`: the
+    environment and cwd to run it in, when they are not the monitor's own (handoff.py)."""
     if not opts.exit_command:
         return code
     signal.set_wakeup_fd(-1)
@@ -169,6 +170,9 @@ def run_exit_command(opts: Options, code: int) -> int:
             # keeps close-on-exec: the cleanup's errors belong there, and a closed fd 2 would
             # be taken by the next file podman opens, which would then receive its log lines
             os.set_inheritable(2, True)
+            if env is not None:
+                set_environ(env[0])
+                os.chdir(env[1])
             if opts.exit_delay > 0:
                 time.sleep(opts.exit_delay)
             os.execv(argv[0], argv)

@@ -9,32 +9,42 @@ is imported and warmed up here first (warmup.py), never after the fork.
 Per request the server accepts, freezes the collector, forks and closes its copy of the
 connection: nothing else, and it keeps nothing (SIGCHLD is ignored, the kernel reaps the children),
 because every page it writes between two forks stays, as a private copy, in each monitor forked
-before. The forked first process does the rest (handover.py): the peer must be root (SO_PEERCRED),
-run this install's interpreter, sit in the same namespaces and root with the same capabilities,
-seccomp and no_new_privs (else its monitor would escape limits podman runs under), and send this
-install's token; anything else is refused (`F`) and the launcher runs the monitor itself (a token
-of a newer install on disk: the first process tells the server to go, SIGTERM). Then it takes the
-launcher's fds (at the same numbers), environment, cwd, umask and rlimits, waits for podman's start
-byte, joins the launcher's cgroups, says `S`, and runs main.run like a directly started first
-process: it forks the monitor, writes the conmon pid file, answers `X 0` (or `X code` when it fails
-before) and exits. The monitor is the first process's child, so it is orphaned at once and
-reparented to init (systemd, where it runs), which reaps it and sees the container's status as
-before; it never depends on the server, which can be killed at any time.
+before. Its child forks the monitor at once and exits, so the monitor is orphaned and reparented
+to init (systemd, where it runs), which reaps it and sees the container's status as before; it
+never depends on the server, which can be killed at any time.
+
+The monitor is the server's image, written as little as can be: CPython 3.11 writes the refcount of
+every object it touches, so each function, code object, attribute name and constant a monitor uses
+copies its 4 kB page. So it blocks its signals, becomes a session leader and child subreaper, and
+forks a set-up process, which does all the rest before handing the container over (handoff.py):
+- the checks (handover.py): the peer must be root (SO_PEERCRED), run this install's interpreter,
+  sit in the same namespaces and root with the same capabilities, seccomp and no_new_privs (else
+  its monitor would escape limits podman runs under), and send this install's token; anything else
+  is refused (`F`) and the launcher runs the monitor itself (a token of a newer install on disk:
+  the set-up process tells the server to go, SIGTERM through the server's pidfd);
+- the launcher's fds (at the same numbers), environment, cwd, umask and rlimits (the last for the
+  monitor too, by pid), podman's start byte, the launcher's cgroups (for both), `S`;
+- then startup.run like a directly started first process, but it forks no monitor: it writes the
+  waiting monitor's pid as conmon's, answers `X 0`, sets up the container's I/O and starts the
+  runtime. The container reparents to the monitor, the nearest subreaper above it, once the runtime
+  exits. Once podman has the container's pid, the set-up process sends the monitor its fds and the
+  pickled `Monitor`, and exits; if it fails before, it runs the container's end itself and the
+  monitor exits with its status.
+The monitor then waits, with plain C signal handlers, for the first event on the fds its loop
+watches (or its first timer): an idle container's monitor stays there. On that event it unpickles
+the `Monitor` and runs the rest of the container's life.
 
 Tried and not kept (bench/README.md): one fork instead of two, clone(2) with CLONE_PARENT so that
 the monitor is born a child of the server's parent. It worked (the whole forked suite and the
-systemd tests passed) but bought nothing: copy-on-write never charges a page twice, and with one
-fork or two the monitor ends up with one copy of each page that it or its first process wrote.
-
-What a forked monitor still costs is copy-on-write: CPython 3.11 writes the refcount of every object
-it touches, so each function, code object and constant a monitor uses copies its 4 kB page, and so
-does every page its first process touched before forking it. bench/README.md has the figures.
+systemd tests passed) but bought nothing then: copy-on-write never charges a page twice, and the
+monitor's own set-up wrote most pages. bench/README.md has the figures.
 
 Run: `python -m supervisor.monitor.server [SOCKET]`, by podvisor-conmon.socket (systemd socket
 activation, LISTEN_FDS; serverunits.py) or on demand by a launcher (see launch.start_server).
 """
 from __future__ import annotations
 
+import _socket
 import fcntl
 import gc
 import os
@@ -45,7 +55,14 @@ import sys
 
 from supervisor.forksocket import socket_path
 
-from . import handover, launch
+from . import handoff, handover, launch
+from .identity import set_identity
+from .linux import set_child_subreaper
+from .main import CAUGHT_SIGNALS, Monitor, ignore_signal
+from .process import exit_status
+
+PAIR = (int(socket.AF_UNIX), int(socket.SOCK_STREAM | socket.SOCK_CLOEXEC))  # ints: no enum members touched
+SIGCHLD = int(signal.SIGCHLD)
 
 
 class Server:
@@ -56,7 +73,7 @@ class Server:
         self.activated = activated
         self.own = own
         self.token = launch.install_token()
-        self.pid = os.getpid()
+        self.pidfd = os.pidfd_open(os.getpid())  # for a first process to stop a stale server
         self.running = True
         self.inode = 0 if activated else os.stat(path).st_ino  # ours to remove at the end
 
@@ -82,8 +99,9 @@ class Server:
         code = 1
         try:
             self.listener.detach()
-            conn = socket.socket(fileno=fd)
-            code = handover.first_process(conn, self.token, self.own, self.pid)
+            if os.fork() != 0:  # the first fork's child just forks again: the monitor is orphaned
+                os._exit(0)     # at once, and goes to init, which reaps it (systemd: its unit)
+            code = self._monitor(fd)
         except BaseException as e:
             import traceback
 
@@ -94,6 +112,42 @@ class Server:
                 pass
         finally:
             os._exit(code)
+
+    def _monitor(self, conn: int) -> int:
+        """The monitor, as the server's image: it forks its set-up process (handoff.py) and waits
+        for the container, touching as little as it can meanwhile, so that it shares all else."""
+        c = sys.modules["_signal"]  # signal.py's wrappers run the enum machinery
+        c.pthread_sigmask(c.SIG_BLOCK, CAUGHT_SIGNALS)  # until the handlers are ours
+        c.signal(SIGCHLD, c.SIG_DFL)  # the server's SIG_IGN would reap our container
+        os.setsid()
+        set_child_subreaper(True)
+        # _socket's, not socket.py's: its Python layer would cost the monitor pages
+        ours, theirs = _socket.socketpair(*PAIR)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            c.pthread_sigmask(c.SIG_UNBLOCK, CAUGHT_SIGNALS)
+            return handover.first_process(socket.socket(fileno=conn), self.token, self.own,
+                                          self.pidfd, (os.getppid(), theirs.detach()))
+        theirs.close()
+        os.close(conn)
+        handed = handoff.receive(ours)
+        status = exit_status(os.waitpid(pid, 0)[1])  # it exits once it has handed over
+        if handed is None:  # it ended without: it did all, or failed
+            return status
+        # its SIGCHLD must not end the wait below; a container's, meanwhile, does (waitid)
+        c.sigtimedwait((SIGCHLD,), 0)
+        # signals arrive through the loop's wakeup fd from now on, the handlers being plain C
+        c.set_wakeup_fd(handed.wakeup_fd, warn_on_full_buffer=False)
+        for sig in CAUGHT_SIGNALS:
+            c.signal(sig, ignore_signal)
+        c.pthread_sigmask(c.SIG_UNBLOCK, CAUGHT_SIGNALS)
+        set_identity(sys.argv[1:])  # podman's arguments, as handoff.receive set them
+        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            handed.wait()
+        monitor = handed.load()
+        assert isinstance(monitor, Monitor)
+        return monitor.resume()
 
     def stop(self) -> None:
         if not self.running:

@@ -161,12 +161,15 @@ class Stdin:
             del self.buf[:n]
         pending = bool(self.buf)
         if pending and not self.loop.watching(self.fd):
-            self.loop.add(self.fd, WRITE, lambda ev: self._flush())
+            self.loop.add(self.fd, WRITE, self._on_writable)
         elif not pending and self.loop.watching(self.fd):
             self.loop.remove(self.fd)
         self.on_backpressure(len(self.buf) >= self.HIGH_WATER)
         if not pending and self.close_when_drained:
             self.close()
+
+    def _on_writable(self, ev: int) -> None:
+        self._flush()
 
     def close_after_flush(self) -> None:
         if self.buf:

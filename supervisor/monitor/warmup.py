@@ -29,6 +29,7 @@ def preload() -> None:
         cgroups,
         cli,
         control,
+        handoff,
         identity,
         inotify,
         linux,
@@ -37,6 +38,7 @@ def preload() -> None:
         oom,
         process,
         runtime,
+        startup,
         stdio,
         syncpipe,
         terminal,
@@ -44,6 +46,10 @@ def preload() -> None:
     from .logs import journald, k8s_file  # noqa: F401
 
     identity.load_setproctitle()
+    handoff.prepare()
+    # malloc's thresholds for the output path's buffers (container_io.start_output), set here
+    # once: a forked monitor inherits them and makes no ctypes call of its own
+    linux.keep_io_buffers_in_heap(stdio.HEAP_MMAP_THRESHOLD, stdio.HEAP_TRIM_THRESHOLD)
     libc = linux._c()
     for name in ("prctl", "mallopt", "malloc_trim"):  # ctypes makes (and caches) these on first use
         getattr(libc, name)

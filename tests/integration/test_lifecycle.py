@@ -1,6 +1,9 @@
 """stop, kill, restart, rm -f: podman drives runc; the monitor reports what happened."""
 from __future__ import annotations
 
+import os
+import signal
+
 from supervisor.lab.testenv import PodmanEnv
 from tests.integration.helpers import assert_monitored, pid_alive, wait_until
 
@@ -16,6 +19,17 @@ def test_stop_graceful(podman: PodmanEnv, image: str) -> None:
     podman.run("stop", "--time", "10", "st")
     assert podman.inspect("st", "{{.State.Status}} {{.State.ExitCode}}") == "exited 7"
     assert podman.run("logs", "st").stdout == "started\ngot-term\n"
+    wait_until(lambda: not pid_alive(monitor), what="monitor to exit")
+
+
+def test_sigterm_to_a_silent_monitor_is_forwarded(podman: PodmanEnv, image: str) -> None:
+    # the container says nothing: a forked monitor is still waiting for its first event, with
+    # nothing of its own set up yet (monitor/handoff.py), when the signal comes
+    podman.run("run", "-d", "--name", "sm", image, "sh", "-c",
+               "trap 'exit 7' TERM; while :; do sleep 0.1; done")
+    monitor = assert_monitored(podman, "sm")
+    os.kill(monitor, signal.SIGTERM)
+    assert podman.run("wait", "sm").stdout.strip() == "7"
     wait_until(lambda: not pid_alive(monitor), what="monitor to exit")
 
 
