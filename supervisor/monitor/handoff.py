@@ -7,8 +7,10 @@ runtime's start) touches ~440 pages, while waiting touches next to none. So the 
 child subreaper that has written almost nothing, forks a set-up child and waits. The child does
 all of the set-up; the runtime is its child, and the container reparents to the monitor (the
 nearest subreaper above it) once the runtime exits. Then the child sends the monitor every fd it
-holds (at the same numbers) and the pickled `Monitor`, and exits; the monitor unpickles it, takes
-the umask, and runs the rest of the container's life, exit command included.
+holds (at the same numbers) and the pickled `Monitor`, and exits. The monitor takes its umask and
+argv, waits for the first event on any fd the loop watches (or its first timer), and only then
+unpickles the `Monitor` and runs the rest of the container's life, exit command included: an idle
+container's monitor never writes the pages that building its objects would.
 
 If the set-up child ends without handing off (the runtime failed, a refusal, --sync), it has done
 the container's whole life itself, and the monitor exits with its status.
@@ -190,10 +192,12 @@ def _place(received: list[int], targets: list[int], inheritable: list[bool], kee
     base = max([*received, *targets, keep, 2]) + 1
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in received]
     keep = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, base)
-    os.closerange(0, base)
+    os.closerange(0, base)  # the server's fds (its lock, listener, pidfd, stdio) among them
     for src, dst, inh in zip(high, targets, inheritable, strict=True):
         os.dup2(src, dst, inheritable=inh)
         os.close(src)
+    os.closerange(base, keep)
+    os.closerange(keep + 1, 1 << 20)  # any fd of the server's above them all (close_range(2))
     return keep
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import signal
 import socket
 import sys
 from collections import deque
@@ -53,6 +54,16 @@ def _status(pid: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+def _end(*pids: int) -> None:
+    """A failed test's children would wait for ever: kill and reap what is left."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
 @pytest.fixture(autouse=True)
 def table() -> None:
     handoff.prepare()  # as the fork server does once everything is imported
@@ -78,9 +89,11 @@ def test_the_monitor_gets_the_fds_at_their_numbers_and_the_graph_after_the_first
 
     def monitor() -> None:
         theirs.close()
+        os.dup2(0, 900)  # an fd of the monitor's own (the server's, in real life), above all others
         handed = handoff.receive(ours)
         assert handed is not None
-        os.write(results_w, b"waiting %d\n" % os.get_inheritable(kept_inheritable))
+        stray = 900 in {int(n) for n in os.listdir("/proc/self/fd")}
+        os.write(results_w, b"waiting %d %d\n" % (os.get_inheritable(kept_inheritable), stray))
         handed.wait()  # until the set-up process writes the pipe
         ready = select.select([handed.watch[0][0]], [], [], 0)[0]
         os.write(results_w, b"woke readable %d\n" % len(ready))
@@ -107,8 +120,9 @@ def test_the_monitor_gets_the_fds_at_their_numbers_and_the_graph_after_the_first
     ours.close()
     theirs.close()
     try:
-        # the inheritable fd stays so; the monitor waits before anything is written
-        assert _read_line(results_r) == b"waiting 1\n"
+        # the inheritable fd stays so, the monitor's own are closed; it waits before anything
+        # is written
+        assert _read_line(results_r) == b"waiting 1 0\n"
         os.write(go_w, b"x")
         assert _read_line(results_r) == b"woke readable 1\n"  # not before the event
         assert _status(setup_pid) == 0
@@ -117,6 +131,7 @@ def test_the_monitor_gets_the_fds_at_their_numbers_and_the_graph_after_the_first
         assert peer_b.recv(100) == b"handled event"
         assert _status(mon) == 0
     finally:
+        _end(mon, setup_pid)
         for fd in (results_r, go_w, kept_inheritable):
             os.close(fd)
         peer_a.close()
@@ -156,6 +171,7 @@ def test_the_wait_ends_at_the_loops_first_timer() -> None:
         assert _read_line(results_r) == b"timer 0\n"
         assert _status(mon) == 0
     finally:
+        _end(mon, setup_pid)
         os.close(results_r)
 
 
