@@ -249,8 +249,10 @@ class Monitor:
         opts = self.opts
         self.loop.run(self.children.runtime_done)
         if self.io.console is not None:
-            self.io.take_console()
-            self.io.close_console()  # the runtime is gone: nobody connects any more
+            try:
+                self.io.take_console()
+            finally:  # the runtime is gone: nobody connects any more, even if taking it failed
+                self.io.close_console()
         status = self.children.runtime_status
         if status != 0:
             return self.io.runtime_error() or b"runtime %s exited with status %d" % (

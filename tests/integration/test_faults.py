@@ -232,6 +232,8 @@ def test_fault_in_signal_handling_kills_and_records(faulty: FaultEnv) -> None:
 @pytest.mark.parametrize("faulty", ["console"], indirect=True)
 def test_fault_while_starting_fails_the_start_cleanly(faulty: FaultEnv) -> None:
     env = faulty.env
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")  # where the monitor makes its console socket
+    consoles = set(tmp.glob("podvisor-term.*"))
     faulty.arm()
     p = env.run("run", "-d", "-t", "--name", "f", BUSYBOX_IMAGE, "sleep", "1000", check=False)
     assert p.returncode != 0
@@ -239,6 +241,8 @@ def test_fault_while_starting_fails_the_start_cleanly(faulty: FaultEnv) -> None:
     faulty.wait_for_fault("console")
     assert env.run("rm", "-f", "f", check=False).returncode == 0
     assert not env.run("ps", "--all", "--quiet").stdout.split()
+    # its console socket's directory went with it, though taking the terminal failed
+    assert set(tmp.glob("podvisor-term.*")) == consoles
 
 
 # ---- the real trigger, both monitors ------------------------------------------------------------
