@@ -27,6 +27,8 @@ import socket
 import sys
 import time
 
+from .process import open_fds, put_fds
+
 TYPE_CHECKING = False  # typing costs ~2 ms of every start; only type checkers need it
 if TYPE_CHECKING:
     from typing import Any
@@ -125,25 +127,13 @@ def environ() -> dict[bytes, bytes]:
     return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
 
 
-def _own_fds(skip: int) -> tuple[list[int], list[bool]]:
-    fds, inheritable = [], []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd != skip:
-            try:
-                inheritable.append(os.get_inheritable(fd))
-            except OSError:
-                continue  # listdir's own directory fd, closed again
-            fds.append(fd)
-    return fds, inheritable
-
-
 def send(conn: int, monitor: object, watch: list[tuple[int, int]], deadline: float | None,
          wakeup_fd: int) -> None:
     """In the set-up child: every fd it holds but `conn`, and the monitor's state; `watch`, the
     loop's (fd, event mask) pairs, `deadline` its first timer (time.monotonic) and `wakeup_fd`
     the signal pipe's write end let the monitor wait for the first event before it unpickles."""
-    fds, inheritable = _own_fds(conn)
+    fds = sorted(open_fds() - {conn})
+    inheritable = [os.get_inheritable(fd) for fd in fds]
     umask = os.umask(0)
     os.umask(umask)
     head = marshal.dumps((fds, inheritable, watch, deadline, wakeup_fd, umask, sys.argv[1:]))
@@ -182,23 +172,6 @@ def _recv_fds(sock: _socket.socket, count: int) -> list[int]:
         for _, _, blob in anc:
             fds += [int.from_bytes(blob[i:i + 4], sys.byteorder) for i in range(0, len(blob) - 3, 4)]
     return fds
-
-
-def _place(received: list[int], targets: list[int], inheritable: list[bool], keep: int) -> int:
-    """The received fds at the set-up child's numbers, nothing else open but `keep` (returned,
-    moved above them all)."""
-    import fcntl
-
-    base = max([*received, *targets, keep, 2]) + 1
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in received]
-    keep = fcntl.fcntl(keep, fcntl.F_DUPFD_CLOEXEC, base)
-    os.closerange(0, base)  # the server's fds (its lock, listener, pidfd, stdio) among them
-    for src, dst, inh in zip(high, targets, inheritable, strict=True):
-        os.dup2(src, dst, inheritable=inh)
-        os.close(src)
-    os.closerange(base, keep)
-    os.closerange(keep + 1, 1 << 20)  # any fd of the server's above them all (close_range(2))
-    return keep
 
 
 class Handed:
@@ -243,7 +216,8 @@ def receive(conn: _socket.socket) -> Handed | None:
     targets, inheritable, watch, deadline, wakeup_fd, umask, argv = marshal.loads(payload[4:4 + n])
     if len(targets) != len(received):
         raise HandoffFailed(f"{len(received)} fds for {len(targets)} numbers")
-    os.close(_place(received, targets, inheritable, conn.detach()))
+    # at the set-up process's numbers, the server's fds (its lock, listener, pidfd, stdio) closed
+    os.close(put_fds(received, targets, inheritable, [conn.detach()])[0])
     # its environment and cwd are the exit command's alone (Monitor.exit_env)
     os.umask(umask)
     sys.argv[1:] = argv

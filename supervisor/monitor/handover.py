@@ -8,7 +8,6 @@ is not the monitor's, but it is still on every container's start path.
 """
 from __future__ import annotations
 
-import fcntl
 import gc
 import os
 import resource
@@ -18,7 +17,7 @@ import socket
 import sys
 
 from . import launch
-from .process import set_environ
+from .process import put_fds, set_environ
 
 NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup")
 SECURITY_FIELDS = (b"CapInh:", b"CapPrm:", b"CapEff:", b"CapBnd:", b"CapAmb:", b"NoNewPrivs:",
@@ -149,30 +148,14 @@ def send(conn: socket.socket, line: bytes) -> None:
 def place_fds(req: Request, keep: socket.socket, also: int = -1) -> tuple[socket.socket, int]:
     """Give the child exactly the launcher's fds at the launcher's numbers, plus `keep` and
     `also` (-1: none) at new numbers above them."""
-    present = [int(n) for n in os.listdir("/proc/self/fd")]
-    base = max([*present, *req.targets, 2]) + 1
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in req.fds]
-    conn_fd = fcntl.fcntl(keep.fileno(), fcntl.F_DUPFD_CLOEXEC, base)
-    keep.detach()  # its number is about to be closed, and may be a target: never close it again
-    if also >= 0:
-        also = fcntl.fcntl(also, fcntl.F_DUPFD_CLOEXEC, base)
-    wanted = {*high, conn_fd, also}
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in wanted:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    for src, dst in zip(high, req.targets, strict=True):
-        os.dup2(src, dst, inheritable=True)
-        os.close(src)
-    return socket.socket(fileno=conn_fd), also
+    conn = keep.detach()  # its number is about to be closed, and may be a target
+    kept = put_fds(req.fds, req.targets, [True] * len(req.fds), [conn] if also < 0 else [conn, also])
+    return socket.socket(fileno=kept[0]), (kept[1] if also >= 0 else -1)
 
 
 def wait_start(fd: int) -> None:
     """podman writes the start pipe once it has put the launcher in its cgroups: wait for that
-    without reading it (main.run reads it, as in a direct start)."""
+    without reading it (startup.run reads it, as in a direct start)."""
     p = select.poll()
     p.register(fd, select.POLLIN)
     while True:
@@ -269,7 +252,7 @@ def _prepared(req: Request, peer: int, uid: int, token: bytes, own: Context, mon
 def first_process(conn: socket.socket, token: bytes, own: Context, server: int,
                   monitor: tuple[int, int] | None = None) -> int:
     """In the server's descendant (`server`: a pidfd of the server). Answers the launcher itself:
-    `F reason` (refused), `S` (taken over), then `X code` once main.run has written the monitor's
+    `F reason` (refused), `S` (taken over), then `X code` once startup.run has written the monitor's
     pid, or has failed before that. `monitor`: the pid of the monitor waiting for this process's
     set-up, and the fd to hand it over on (handoff.py)."""
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
@@ -294,7 +277,7 @@ def first_process(conn: socket.socket, token: bytes, own: Context, server: int,
 
     set_identity(req.argv)
     send(conn, b"S")
-    launcher = Launcher(conn.detach())  # main.run answers `X 0` on it once the monitor's pid is out
+    launcher = Launcher(conn.detach())  # startup.run answers `X 0` once the monitor's pid is out
     sys.argv[1:] = req.argv
     gc.enable()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 # the parts used after the fork are imported before it: the first process's start-up can overlap podman's
 # own work before the start byte, while the monitor's is on the critical path
@@ -18,7 +19,7 @@ from .cli import Options
 from .container_io import ContainerIO
 from .errors import enable_syslog, report_exception, strerror, warn
 from .files import read_small
-from .linux import set_child_subreaper, set_oom_score_adj
+from .linux import set_child_subreaper
 from .logs import LogSinks
 from .loop import READ, Loop
 from .process import getenv
@@ -48,8 +49,18 @@ CAUGHT_SIGNALS = (*REAPED_SIGNALS, *FORWARDED_SIGNALS)
 KILLED = 128 + signal.SIGKILL  # the status of a SIGKILLed container, as the OOM killer leaves it
 
 
-def ignore_signal(signum: int, frame: object) -> None:
+def _ignore_signal(signum: int, frame: object) -> None:
     pass
+
+
+def catch_signals(wakeup_fd: int) -> None:
+    """Signals arrive as bytes on a pipe the loop watches (`wakeup_fd`, its write end): no work in
+    signal handlers. The C module's calls, not signal.py's, whose enum round trips would cost a
+    forked monitor pages."""
+    c = sys.modules["_signal"]
+    c.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
+    for sig in CAUGHT_SIGNALS:
+        c.signal(sig, _ignore_signal)  # the wakeup fd carries the signal number
 
 
 class Monitor:
@@ -75,7 +86,7 @@ class Monitor:
         self._detach()
         self.sig_r, self.sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.loop.add(self.sig_r, READ, self._on_signal, essential=True)
-        self._catch_signals()
+        catch_signals(self.sig_w)
         self.notify: NotifyProxy | None = self._notify_proxy()
         self.io = ContainerIO(self.loop, opts, sinks)
         if attach_pipe is not None:
@@ -117,12 +128,6 @@ class Monitor:
                 os.close(fd)
             except OSError:
                 pass
-
-    def _catch_signals(self) -> None:
-        """Signals arrive as bytes on a pipe the loop watches: no work in signal handlers."""
-        signal.set_wakeup_fd(self.sig_w, warn_on_full_buffer=False)
-        for sig in CAUGHT_SIGNALS:
-            signal.signal(sig, ignore_signal)  # the wakeup fd carries the signal number
 
     def _notify_proxy(self) -> NotifyProxy | None:
         if not self.opts.sdnotify_socket:
@@ -189,7 +194,6 @@ class Monitor:
         # the monitor runs nothing but the exit command: it takes our environment and cwd for
         # that alone, in the command's own process, rather than setting them for itself
         self.exit_env = (handoff.environ(), os.getcwdb())
-        set_oom_score_adj(-1000, os.getppid())
         try:
             handoff.send(fd, self, *self.loop.wait_set(), self.sig_w)
         except Exception as e:
@@ -214,8 +218,8 @@ class Monitor:
         set_level(self.opts.log_level)
         if self.opts.syslog:
             enable_syslog(self.opts.cid, self.opts.log_tag)
-        # the set-up process set our oom_score_adj, the server malloc's thresholds, and the
-        # monitor its signal handlers (server.py) before waiting for the first event
+        # the set-up process set our oom_score_adj (startup.run), the server malloc's thresholds,
+        # and the monitor its signal handlers (server.py) before waiting for the first event
         self.children.reap()  # what exited before the handlers were ours
         code = self._guarded(self._watch)
         return run_exit_command(self.opts, 1 if code is None else code, self.exit_env)

@@ -31,6 +31,23 @@ def _valid(fd: int) -> bool:
         return False
 
 
+def put_fds(fds: list[int], targets: list[int], inheritable: list[bool], keep: list[int]) -> list[int]:
+    """Make `fds` open at the numbers `targets` (with these inheritable flags) and `keep` open at
+    new numbers above them all, which are returned; every other fd is closed."""
+    base = max([*fds, *targets, *keep, 2]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    kept = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in keep]
+    low = 0
+    for fd in sorted([*high, *kept]):  # close_range(2) around them: the originals and all else
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+    for src, dst, inh in zip(high, targets, inheritable, strict=True):
+        os.dup2(src, dst, inheritable=inh)
+        os.close(src)
+    return kept
+
+
 def exit_status(wait_status: int) -> int:
     """conmon's status: the exit code, or 128 + the signal that killed the process."""
     if os.WIFSIGNALED(wait_status):

@@ -58,7 +58,7 @@ from supervisor.forksocket import socket_path
 from . import handoff, handover, launch
 from .identity import set_identity
 from .linux import set_child_subreaper
-from .main import CAUGHT_SIGNALS, Monitor, ignore_signal
+from .main import CAUGHT_SIGNALS, Monitor, catch_signals
 from .process import exit_status
 
 PAIR = (int(socket.AF_UNIX), int(socket.SOCK_STREAM | socket.SOCK_CLOEXEC))  # ints: no enum members touched
@@ -137,10 +137,7 @@ class Server:
             return status
         # its SIGCHLD must not end the wait below; a container's, meanwhile, does (waitid)
         c.sigtimedwait((SIGCHLD,), 0)
-        # signals arrive through the loop's wakeup fd from now on, the handlers being plain C
-        c.set_wakeup_fd(handed.wakeup_fd, warn_on_full_buffer=False)
-        for sig in CAUGHT_SIGNALS:
-            c.signal(sig, ignore_signal)
+        catch_signals(handed.wakeup_fd)  # signals go through the loop's wakeup fd from now on
         c.pthread_sigmask(c.SIG_UNBLOCK, CAUGHT_SIGNALS)
         set_identity(sys.argv[1:])  # podman's arguments, as handoff.receive set them
         if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:

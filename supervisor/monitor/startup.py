@@ -105,6 +105,8 @@ def run(argv: list[str], launcher: Launcher | None = None, handoff: tuple[int, i
         die("cannot use a tty with passthrough logging mode to prevent attacks via TIOCSTI")
     sinks = open_drivers(opts)
     set_oom_score_adj(-1000)
+    if handoff is not None:  # and the waiting monitor's, from its start rather than from the hand-over
+        set_oom_score_adj(-1000, handoff[0])
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if start_fd is not None:
         inherited.discard(start_fd)
