@@ -72,9 +72,10 @@ TARGET_LATENCY = 1.10      # podvisor median <= 1.10 x conmon's
 TARGET_THROUGHPUT = 1.5    # podvisor MB/s >= 1.5 x conmon's
 
 FULL = dict(runs=30, reps=3, log_mb=200, containers=5, idle_seconds=10.0, warmup=2)
+QUICK = dict(runs=5, reps=1, log_mb=60, containers=2, idle_seconds=3.0, warmup=1)
+# the memory table's containers: idle from the start, or after a line on stdout and one on stderr
 SILENT = ("sleep", "1000")
 TALKING = ("sh", "-c", "echo started; echo warming up >&2; exec sleep 1000")
-QUICK = dict(runs=5, reps=1, log_mb=60, containers=2, idle_seconds=3.0, warmup=1)
 
 LOG_KINDS = {"short": "70-byte lines", "long": "100 KB lines"}
 
@@ -525,6 +526,8 @@ class Bench:
                 pid = int(env.inspect(cid, "{{.State.ConmonPid}}"))
                 check_monitor("conmon" if k == "conmon" else "podvisor", pid)
                 pids[k].append(pid)
+                if command is TALKING:  # measured once its monitor has logged both lines
+                    _wait_logged(env, cid, "warming up")
         time.sleep(1.0)
         mem = {k: [memory(p) for p in pids[k]] for k in kinds}
         server = memory(self.server.pid) if self.server else None
@@ -567,6 +570,14 @@ def _median(xs: Iterator[float | None]) -> float | None:
 
 TARGET_USS_KB = 1000   # forked, per idle container
 TARGET_PSS_KB = 1500
+
+
+def _wait_logged(env: PodmanEnv, cid: str, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in env.run("logs", cid).stderr:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"container {cid[:12]} logged no {text!r} in {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def report_memory(res: dict[str, Any]) -> list[str]:
