@@ -513,7 +513,29 @@ class Bench:
             out[str(count)] = self._memory_at(count, SILENT)
             if self.args.memory_after_output:
                 out[f"{count}+out"] = self._memory_at(count, TALKING)
+            if self.args.memory_exec:
+                out[f"{count}+exec"] = self._memory_exec(count)
         self.results["memory_paths"] = out
+
+    def _memory_exec(self, count: int) -> dict[str, Any]:
+        """`count` idle detached exec sessions (`podman exec -d CTR sleep 1000`) in one container
+        per monitor kind: each session has a monitor of its own."""
+        pids: dict[str, list[int]] = {}
+        for k, env in self.mem_envs.items():
+            cid = env.run("run", "-d", "--network", "none", self.image, *SILENT).stdout.strip()
+            for _ in range(count):
+                env.run("exec", "-d", cid, *SILENT)
+            # a forked one's set-up process bears the same command line until it has handed over
+            deadline = time.monotonic() + 10
+            pids[k] = _exec_monitors(cid)
+            while len(pids[k]) != count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{k}: {len(pids[k])} exec monitors for {count} sessions")
+                time.sleep(0.05)
+                pids[k] = _exec_monitors(cid)
+            for pid in pids[k]:
+                check_monitor("conmon" if k == "conmon" else "podvisor", pid)
+        return self._measure(count, pids, "exec sessions")
 
     def _memory_at(self, count: int, command: tuple[str, ...]) -> dict[str, Any]:
         kinds = list(self.mem_envs)
@@ -528,6 +550,10 @@ class Bench:
                 pids[k].append(pid)
                 if command is TALKING:  # measured once its monitor has logged both lines
                     _wait_logged(env, cid, "warming up")
+        return self._measure(count, pids, "after output" if command is TALKING else "")
+
+    def _measure(self, count: int, pids: dict[str, list[int]], what: str) -> dict[str, Any]:
+        kinds = list(pids)
         time.sleep(1.0)
         mem = {k: [memory(p) for p in pids[k]] for k in kinds}
         server = memory(self.server.pid) if self.server else None
@@ -541,7 +567,7 @@ class Bench:
             row[k]["uss_in_start_order"] = [x["uss_kb"] for x in mem[k]]
         if server:  # all the forked monitors together, the server included, per container
             row["forked"]["pss_with_server_kb"] = row["forked"]["pss_kb"] + server["pss_kb"] / count
-        log(f"memory at {count}{' after output' if command is TALKING else ''}: " + ", ".join(
+        log(f"memory at {count}{' ' + what if what else ''}: " + ", ".join(
             f"{k} USS {row[k]['uss_kb']:.0f} PSS {row[k]['pss_kb']:.0f} kB" for k in kinds))
         log("a forked monitor's private kB by mapping: " + ", ".join(
             f"{k} {v}" for k, v in list(row["forked_mappings"].items())[:8]))
@@ -572,6 +598,21 @@ TARGET_USS_KB = 1000   # forked, per idle container
 TARGET_PSS_KB = 1500
 
 
+def _exec_monitors(cid: str) -> list[int]:
+    """The exec sessions' monitors of container `cid`: conmon and podvisor-conmon both show
+    `-c <cid>` and `--exec-process-spec` on their command line (podvisor's as one title string)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b" --exec-process-spec " in cmdline and b" -c %s " % cid.encode() in cmdline:
+                found.append(int(d.name))
+    return found
+
+
 def _wait_logged(env: PodmanEnv, cid: str, text: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in env.run("logs", cid).stderr:
@@ -588,9 +629,11 @@ def report_memory(res: dict[str, Any]) -> list[str]:
     for count, row in res["memory_paths"].items():
         if count.endswith("+out"):
             print(f"{count:>10}  (each wrote 2 lines before idling: not the target's idle case)")
+        if count.endswith("+exec"):
+            print(f"{count:>10}  (idle detached exec sessions, one monitor each)")
         for key, label in (("vmrss_kb", "RSS"), ("pss_kb", "PSS"), ("uss_kb", "USS")):
             verdict = ""
-            if key in ("pss_kb", "uss_kb") and not count.endswith("+out"):
+            if key in ("pss_kb", "uss_kb") and count.isdigit():
                 ok = row["forked"][key] <= (TARGET_USS_KB if key == "uss_kb" else TARGET_PSS_KB)
                 verdict = "ok" if ok else "MISSED"
                 if not ok:
@@ -722,6 +765,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-after-output", action="store_true",
                    help="also measure containers that wrote a line to stdout and one to stderr "
                         "before idling (rows `N+out`; the target is for idle ones)")
+    p.add_argument("--memory-exec", action="store_true",
+                   help="also measure N idle detached exec sessions' monitors (rows `N+exec`)")
     args = p.parse_args(argv)
     for key, val in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
