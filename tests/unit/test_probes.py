@@ -304,7 +304,9 @@ def test_grpc_probe_against_a_real_grpc_server() -> None:
         assert checks.grpc_check(target, "app.v1", 2) == "gRPC status NOT_SERVING for 'app.v1'"
         assert "the call failed" in (checks.grpc_check(target, "other", 2) or "")
     finally:
-        server.stop(0)
+        # stop() closes the listener asynchronously: until its event is set a connection can still be
+        # accepted and then reset, so wait for the shutdown before probing a server that is gone.
+        assert server.stop(0).wait(10)
     assert "refused" in (checks.grpc_check(target, "", 2) or "").lower()
 
 
