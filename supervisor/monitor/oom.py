@@ -63,16 +63,18 @@ def _is_cgroup2() -> bool:
     return False
 
 
-def _read_counter(path: str, key: str) -> int | None:
-    """The counter, or None when the cgroup (or the key) is gone."""
-    k = key.encode() + b" "
+def _read_counters(path: str, *keys: str) -> list[int] | None:
+    """The named counters from one read of the file, or None when the cgroup (or a key) is gone."""
     try:
-        for line in read_small(path).split(b"\n"):
-            if line.startswith(k):
-                return int(line[len(k):])
-    except (OSError, ValueError):
-        pass
-    return None
+        found = dict(line.split(b" ", 1) for line in read_small(path).split(b"\n") if line)
+        return [int(found[k.encode()]) for k in keys]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _read_counter(path: str, key: str) -> int | None:
+    counters = _read_counters(path, key)
+    return None if counters is None else counters[0]
 
 
 class OomWatcher:
@@ -124,8 +126,7 @@ class OomWatcher:
         from .inotify import IN_MODIFY, Inotify
 
         self.events_file = cg + "/memory.events"
-        self.start_kills = _read_counter(self.events_file, "oom_kill") or 0
-        self.start_ooms = _read_counter(self.events_file, "oom") or 0
+        self.start_kills, self.start_ooms = _read_counters(self.events_file, "oom_kill", "oom") or (0, 0)
         self.parent_file = os.path.dirname(cg) + "/memory.events"
         self.parent_kills = _read_counter(self.parent_file, "oom_kill")
         inotify = Inotify()
@@ -141,12 +142,14 @@ class OomWatcher:
 
     def _v2_read(self) -> None:
         parent = _read_counter(self.parent_file, "oom_kill")  # first: no kill of ours is missed
-        moved = self._check_counter()
-        if moved is None:
+        now = _read_counters(self.events_file, "oom_kill", "oom")  # both counters from one read
+        if now is None:
             self.unread = True
-        elif moved is False:
+        elif now[0] > self.start_kills:
+            self._oom()
+        else:
             self.parent_kills = parent
-            if (_read_counter(self.events_file, "oom") or 0) > self.start_ooms:
+            if now[1] > self.start_ooms:
                 self.candidate = True
 
     def _check_counter(self) -> bool | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.monitor import oom
+from supervisor.monitor import files, oom
 from supervisor.monitor.control import Control
 from supervisor.monitor.loop import Loop
 from supervisor.monitor.oom import OomWatcher
@@ -273,3 +273,23 @@ def test_v2_a_kill_read_in_time_needs_no_fallback(v2: FakeV2) -> None:
     v2.write(v2.scope, max=9, oom=1, kills=1)
     _pump(v2.loop, lambda: v2.reports)
     assert v2.watcher.final_check(sigkilled=False) is True
+
+
+def test_v2_a_wake_up_reads_our_counters_once_and_an_oom_event_makes_the_candidate(
+        v2: FakeV2, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit was hit and reclaim failed (`oom` moved, `oom_kill` not yet): one read of our
+    memory.events gives both counters, and the scope removed before the kill is read is the OOM."""
+    reads: list[str] = []
+
+    def read_small(path: str) -> bytes:
+        reads.append(path)
+        return files.read_small(path)
+
+    monkeypatch.setattr(oom, "read_small", read_small)
+    v2.write(v2.scope, max=5, oom=1)
+    _pump(v2.loop, lambda: v2.watcher.candidate)
+    ours = str(v2.scope / "memory.events")
+    assert reads == [str(v2.parent / "memory.events"), ours], reads
+    (v2.scope / "memory.events").unlink()
+    v2.scope.rmdir()
+    assert v2.watcher.final_check(sigkilled=False) is True and v2.reports == [True]
