@@ -8,7 +8,7 @@
 # VM_CPUS (default 2), VM_MEMORY (default 2G), VM_TIMEOUT (seconds, default 1800), VM_KEEP=1 keeps
 # the run directory (serial console log, checks.log, timings.txt, the guest's journal), VM_STEPS
 # a subset of the steps (boot suite rootless-oom demo; and the opt-in ones, never run by default:
-# memory pages).
+# memory pages), VM_MEMORY_COUNTS the memory step's container counts (default 5).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RELEASE=${1:-bookworm}
@@ -70,8 +70,9 @@ INIT=$GUEST_RUN/init.sh
 gcc -static -O2 -o "$RUN/sd-notify" "$REPO/tests/tools/sd-notify.c"
 # VM_STEPS (e.g. "boot"): only those steps of checks.py, for trying the VM's plumbing quickly
 # shellcheck disable=SC2086
-printf '#!/bin/bash\nexec %q %q %q %s\n' "$GUEST_REPO/.venv/bin/python" "$GUEST_REPO/scripts/vm/checks.py" "$RELEASE" \
-    "${VM_STEPS:-}" >"$RUN/run-checks.sh"
+# VM_MEMORY_COUNTS (e.g. "5,20"): the opt-in memory step's container counts
+printf '#!/bin/bash\nVM_MEMORY_COUNTS=%q exec %q %q %q %s\n' "${VM_MEMORY_COUNTS:-5}" "$GUEST_REPO/.venv/bin/python" \
+    "$GUEST_REPO/scripts/vm/checks.py" "$RELEASE" "${VM_STEPS:-}" >"$RUN/run-checks.sh"
 
 # Our own kernel command line (qemu takes the last -append): vng's would start virtme-ng-init
 # as PID 1; we want systemd, booted into the check target only.
