@@ -120,13 +120,6 @@ class _Unpickler(pickle.Unpickler):
         return _table[pid]
 
 
-def environ() -> dict[bytes, bytes]:
-    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes
-    if isinstance(data, dict):
-        return dict(data)
-    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-
-
 def send(conn: int, monitor: object, watch: list[tuple[int, int]], deadline: float | None,
          wakeup_fd: int) -> None:
     """In the set-up child: every fd it holds but `conn`, and the monitor's state; `watch`, the

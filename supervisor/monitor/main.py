@@ -193,7 +193,7 @@ class Monitor:
         assert fd is not None
         # the monitor runs nothing but the exit command: it takes our environment and cwd for
         # that alone, in the command's own process, rather than setting them for itself
-        self.exit_env = (handoff.environ(), os.getcwdb())
+        self.exit_env = (dict(os.environb), os.getcwdb())
         try:
             handoff.send(fd, self, *self.loop.wait_set(), self.sig_w)
         except Exception as e:

@@ -83,16 +83,8 @@ def reap_zombies() -> None:
 
 
 def set_environ(env: dict[bytes, bytes]) -> None:
-    """Make `env` the process's environment (the C one, which exec passes on, and os.environ)."""
-    data = getattr(os.environ, "_data", None)  # CPython's: bytes -> bytes, spares re-encoding
-    if not isinstance(data, dict):
-        os.environ.clear()
-        for k, v in env.items():
-            os.environ[os.fsdecode(k)] = os.fsdecode(v)
-        return
-    for k in list(data):
-        os.unsetenv(k)
-    data.clear()
-    for k, v in env.items():
-        os.putenv(k, v)
-        data[k] = v
+    """Make `env` the process's environment: os.environb keeps the C one (which exec passes on)
+    and os.environ, whose data it shares, in step."""
+    for k in list(os.environb):  # not clear(): its popitem lists the keys again for each one
+        del os.environb[k]
+    os.environb.update(env)
