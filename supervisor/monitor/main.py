@@ -165,9 +165,14 @@ class Monitor:
         code = self._guarded(self._start)
         if code is None and self.handoff_fd is not None:
             code = self._hand_off()
+        return self._to_the_end(code)
+
+    def _to_the_end(self, code: int | None) -> int:
+        """The container's life from `code` None (it runs) or a failure's status on, to the exit
+        command's end."""
         if code is None:
             code = self._guarded(self._watch)
-        return run_exit_command(opts, 1 if code is None else code, self.exit_env)
+        return run_exit_command(self.opts, 1 if code is None else code, self.exit_env)
 
     def _guarded(self, step: Callable[[], int | None]) -> int | None:
         try:
@@ -221,8 +226,7 @@ class Monitor:
         # the set-up process set our oom_score_adj (startup.run), the server malloc's thresholds,
         # and the monitor its signal handlers (server.py) before waiting for the first event
         self.children.reap()  # what exited before the handlers were ours
-        code = self._guarded(self._watch)
-        return run_exit_command(self.opts, 1 if code is None else code, self.exit_env)
+        return self._to_the_end(None)
 
     def _fail(self, message: bytes) -> int:
         syncpipe.send(self.sync_fd, -1, message)
